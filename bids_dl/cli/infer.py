@@ -1,0 +1,67 @@
+"""``bids-dl-infer``: run one CNN task on one image, outside any BIDS dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..utils.device import DEVICES
+
+EXIT_INPUT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bids-dl-infer",
+        description="Run a bids-dl model on a single NIfTI image (no BIDS dataset needed).",
+    )
+    parser.add_argument("--version", action="version", version=f"bids-dl {__version__}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
+    brain = tasks.add_parser(
+        "brain-extraction",
+        help="brain mask of a head image of any contrast",
+        description="Brain extraction: writes OUT_PREFIX_mask.nii.gz (uint8), "
+        "OUT_PREFIX_probseg.nii.gz and OUT_PREFIX_brain.nii.gz on the grid of IN.",
+    )
+    brain.add_argument("in_file", metavar="IN", type=Path, help="3D NIfTI image (.nii or .nii.gz)")
+    brain.add_argument("out_prefix", metavar="OUT_PREFIX", help="prefix of the output files")
+    brain.add_argument("--device", choices=DEVICES, default="auto",
+                       help="where the CNN runs (default: a GPU when there is one)")
+    brain.add_argument("--threshold", type=float, default=0.5,
+                       help="probability above which a voxel is brain (default 0.5)")
+    brain.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    return parser
+
+
+def run_brain_extraction(args: argparse.Namespace) -> int:
+    from ..models.brain_extraction import extract_brain
+
+    result = extract_brain(args.in_file, device=args.device, threshold=args.threshold)
+    written = result.write(args.out_prefix)
+    if not args.quiet:
+        for path in written:
+            print(f"wrote {path}")
+        print(f"brain volume: {result.volume_ml:.1f} ml (device: {result.device})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..models.registry import ModelIntegrityError
+    from ..utils.device import DeviceError
+    from ..utils.io import InputImageError
+
+    try:
+        return {"brain-extraction": run_brain_extraction}[args.task](args)
+    except (InputImageError, DeviceError, ModelIntegrityError) as error:
+        print(f"bids-dl-infer: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except OSError as error:
+        print(f"bids-dl-infer: error: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

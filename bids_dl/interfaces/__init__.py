@@ -1,0 +1,1 @@
+"""interfaces of bids-dl."""

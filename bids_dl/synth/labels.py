@@ -1,0 +1,178 @@
+"""The label scheme of synthetic heads and the brain anatomies built from open data.
+
+All label maps live on one grid: 1 mm, RAS, MNI-like world coordinates (``HEAD_GRID``).
+Brain anatomies come from four independent sources; non-brain tissue is added by
+:mod:`bids_dl.synth.head`.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from ..utils.resample import resample_to_grid
+from . import sources
+
+#: Label values of every synthetic head (uint8).
+LABELS: dict[str, int] = {
+    "background": 0,
+    "cortical_gm": 1,
+    "cerebral_wm": 2,
+    "deep_gm": 3,
+    "cerebellar_gm": 4,
+    "cerebellar_wm": 5,
+    "brainstem": 6,
+    "ventricles": 7,
+    "sulcal_csf": 8,
+    "extracerebral_csf": 9,
+    "dura_sinuses": 10,
+    "bone_cortical": 11,
+    "bone_diploe": 12,
+    "scalp_fat": 13,
+    "muscle": 14,
+    "skin": 15,
+    "eyes": 16,
+    "orbital_fat": 17,
+    "soft_tissue": 18,
+    "air_cavity": 19,
+}
+N_LABELS = max(LABELS.values()) + 1
+#: The brain mask (target of brain extraction): brain tissue, ventricles and sulcal CSF.
+BRAIN_LABELS = tuple(range(1, 9))
+
+#: Shape and voxel-to-world affine of the common 1 mm grid (x -96..95, y -132..95, z -100..99).
+HEAD_SHAPE = (192, 228, 200)
+HEAD_AFFINE = np.array(
+    [[1.0, 0, 0, -96.0], [0, 1.0, 0, -132.0], [0, 0, 1.0, -100.0], [0, 0, 0, 1.0]]
+)
+
+#: Anatomies and their role: only "train" ones feed training; "heldout" ones are for tests.
+ANATOMIES = {
+    "mni152": "train",
+    "cat12": "train",
+    "neuromorphometrics": "train",
+    "jhu189": "heldout",
+}
+
+
+def brain_mask(labels: np.ndarray) -> np.ndarray:
+    """Boolean brain mask of a label map."""
+    return (labels >= BRAIN_LABELS[0]) & (labels <= BRAIN_LABELS[-1])
+
+
+def _load_on_grid(path, order: int, volume: int | None = None) -> np.ndarray:
+    image = nib.load(str(path))
+    data = np.asanyarray(image.dataobj)
+    if volume is not None:
+        data = data[..., volume]
+    data = data.astype(np.float32) if order else data
+    return resample_to_grid(data, image.affine, HEAD_SHAPE, HEAD_AFFINE, order=order)
+
+
+def _neuromorphometrics_classes() -> tuple[np.ndarray, np.ndarray]:
+    """Neuromorphometrics atlas on the head grid and a lookup from its ROI ids to our labels."""
+    lookup = np.zeros(256, np.uint8)
+    with open(sources.deepmriprep("neuromorphometrics.csv"), newline="") as handle:
+        for row in csv.DictReader(handle, delimiter=";"):
+            roi, name, region = int(row["ROIid"]), row["ROIname"], row["CircRegion"]
+            if region == "Ventricle":
+                lookup[roi] = LABELS["sulcal_csf"] if name == "CSF" else LABELS["ventricles"]
+            elif "Cerebral White" in name:
+                lookup[roi] = LABELS["cerebral_wm"]
+            elif name == "Brain Stem":
+                lookup[roi] = LABELS["brainstem"]
+            elif "Cerebellum White" in name:
+                lookup[roi] = LABELS["cerebellar_wm"]
+            elif region == "Cerebellum":
+                lookup[roi] = LABELS["cerebellar_gm"]
+            elif region in ("Basal ganglia", "Amygdala", "Hippocampus", "Diencephalon",
+                            "Basal Forebrain", "Optic chaism"):
+                lookup[roi] = LABELS["deep_gm"]
+            else:
+                lookup[roi] = LABELS["cortical_gm"]
+    atlas = _load_on_grid(sources.deepmriprep("neuromorphometrics.nii.gz"), order=0)
+    return atlas, lookup
+
+
+def _tissue_anatomy(gm: np.ndarray, wm: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Labels from GM/WM probabilities inside a brain mask, refined with neuromorphometrics'
+    deep GM, ventricles, cerebellum and brainstem (same MNI space)."""
+    csf = np.clip(1.0 - gm - wm, 0, 1)
+    tissue = np.argmax(np.stack([csf, gm, wm]), axis=0)
+    labels = np.choose(tissue, [LABELS["sulcal_csf"], LABELS["cortical_gm"], LABELS["cerebral_wm"]])
+    atlas, lookup = _neuromorphometrics_classes()
+    region = lookup[atlas]
+    brain = mask & (labels != LABELS["sulcal_csf"])
+    labels[brain & (region == LABELS["deep_gm"])] = LABELS["deep_gm"]
+    labels[brain & (region == LABELS["brainstem"])] = LABELS["brainstem"]
+    cerebellum = brain & np.isin(region, (LABELS["cerebellar_gm"], LABELS["cerebellar_wm"]))
+    labels[cerebellum & (tissue == 1)] = LABELS["cerebellar_gm"]
+    labels[cerebellum & (tissue == 2)] = LABELS["cerebellar_wm"]
+    labels[mask & (region == LABELS["ventricles"]) & (tissue == 0)] = LABELS["ventricles"]
+    labels[~mask] = 0
+    return labels.astype(np.uint8)
+
+
+def _clean_mask(mask: np.ndarray) -> np.ndarray:
+    """Largest connected component with holes filled."""
+    components, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        mask = components == np.argmax(sizes)
+    return ndimage.binary_fill_holes(mask)
+
+
+def anatomy_mni152() -> np.ndarray:
+    """MNI152 2009a symmetric template (nilearn): GM/WM maps inside its brain mask."""
+    t1 = _load_on_grid(sources.mni152("t1"), order=1)
+    gm = _load_on_grid(sources.mni152("gm"), order=1) / 255.0
+    wm = _load_on_grid(sources.mni152("wm"), order=1) / 255.0
+    return _tissue_anatomy(gm, wm, _clean_mask(t1 > 10))
+
+
+def anatomy_cat12() -> np.ndarray:
+    """CAT12 shooting template (deepmriprep ``Template_4_GS``: GM, WM, background at 1.5 mm)."""
+    path = sources.deepmriprep("Template_4_GS.nii.gz")
+    gm, wm, background = (_load_on_grid(path, order=1, volume=v) for v in range(3))
+    del background  # mostly CSF + outside; the mask is closed around GM + WM instead
+    tissue = ndimage.binary_closing(gm + wm > 0.3, structure=np.ones((3, 3, 3)), iterations=3)
+    return _tissue_anatomy(gm, wm, _clean_mask(tissue))
+
+
+def anatomy_neuromorphometrics() -> np.ndarray:
+    """Neuromorphometrics maximum-probability atlas (deepmriprep), every ROI mapped to a class."""
+    atlas, lookup = _neuromorphometrics_classes()
+    labels = lookup[atlas]
+    mask = _clean_mask(labels > 0)
+    labels[mask & (labels == 0)] = LABELS["sulcal_csf"]
+    return labels
+
+
+def anatomy_jhu189() -> np.ndarray:
+    """JHU single-subject 189-ROI parcellation (mricron-data). It has no ROI names, so each ROI
+    takes the class most of its voxels have in the MNI152 anatomy (same MNI space)."""
+    atlas = _load_on_grid(sources.mricron("jhu189.nii.gz"), order=0).astype(np.int64)
+    reference = anatomy_mni152().astype(np.int64)
+    votes = np.bincount((atlas * N_LABELS + reference).ravel(), minlength=256 * N_LABELS)
+    votes = votes.reshape(256, N_LABELS)
+    votes[:, 0] = 0
+    lookup = np.argmax(votes, axis=1).astype(np.uint8)
+    lookup[0] = 0
+    labels = lookup[atlas]
+    labels[(atlas > 0) & (labels == 0)] = LABELS["sulcal_csf"]
+    mask = _clean_mask(labels > 0)
+    labels[mask & (labels == 0)] = LABELS["ventricles"]
+    labels[~mask] = 0
+    return labels
+
+
+BUILDERS = {
+    "mni152": anatomy_mni152,
+    "cat12": anatomy_cat12,
+    "neuromorphometrics": anatomy_neuromorphometrics,
+    "jhu189": anatomy_jhu189,
+}

@@ -1,0 +1,88 @@
+"""Model cards: what a shipped model is, how it was made and how well it does."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import __version__
+from ..models.grid import MODEL_SHAPE, MODEL_SPACING
+from ..models.registry import get_entry, sha256
+from ..utils.io import atomic_path
+from .train import Recipe
+
+LABEL_SOURCES = {
+    "mni152": "nilearn: mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz + "
+              "deepmriprep neuromorphometrics (deep GM, ventricles, cerebellum, brainstem)",
+    "cat12": "deepmriprep: Template_4_GS.nii.gz (GM, WM) + neuromorphometrics",
+    "neuromorphometrics": "deepmriprep: neuromorphometrics.nii.gz/.csv",
+    "jhu189": "mricron-data: jhu189.nii.gz (held out: evaluation only)",
+    "non-brain": "procedural (bids_dl.synth.head): CSF, dura, skull tables and diploe, scalp "
+                 "fat, muscle, skin, eyes, orbital fat, face and neck tissue, air cavities",
+}
+
+
+def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
+    """Held-out metrics of a ``.keras`` file through the shipped inference engine."""
+    import keras
+    import numpy as np
+
+    from ..models.engine import InferenceEngine, largest_component
+    from . import evaluate
+
+    engine = InferenceEngine(keras.saving.load_model(model_path, compile=False, safe_mode=True))
+
+    def segment(image):
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+        return largest_component(engine.run(data, image.affine).probability > 0.5)
+
+    metrics = {"synthetic_heldout_dice": evaluate.synthetic_heldout(segment, labels_dir)}
+    try:
+        metrics["colin27"] = evaluate.colin27(segment)
+    except FileNotFoundError as error:
+        metrics["colin27"] = f"not measured: {error}"
+    return metrics
+
+
+def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Path,
+                work_dir: Path, evaluate: bool = True, wall_seconds: float | None = None,
+                ) -> dict:
+    """Copy the trained model into ``out_dir`` under its registry name and write its card."""
+    import keras
+
+    entry = get_entry(recipe.task)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / entry.weights
+    with atomic_path(target) as tmp:
+        shutil.copyfile(model_path, tmp)
+    state = json.loads((work_dir / "state.json").read_text())
+    history = state["history"]
+    card = {
+        "name": recipe.task,
+        "version": __version__,
+        "file": entry.weights,
+        "sha256": sha256(target),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "architecture": "3D U-Net, group normalisation, sigmoid output (bids_dl.models.unet)",
+        "input": {"grid_shape": list(MODEL_SHAPE), "spacing_mm": MODEL_SPACING,
+                  "axes": "world R, A, S", "normalisation": "0.5-99.5th percentile to 0-1"},
+        "output": "probability of brain (brain tissue, ventricles, sulcal CSF)",
+        "recipe": json.loads(json.dumps(asdict(recipe))),
+        "seed": recipe.seed,
+        "steps": state["step"],
+        "data": {"generator": "bids_dl.synth.generator.SyntheticHeads",
+                 "label_maps": recipe.label_maps, "label_sources": LABEL_SOURCES,
+                 "never_used": "Colin27 (ch2, ch2bet, ch2better): held-out evaluation only"},
+        "training": {"keras": keras.__version__, "backend": keras.backend.backend(),
+                     "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+                     "wall_seconds": wall_seconds,
+                     "final_loss_mean_last_100": sum(history[-100:]) / max(len(history[-100:]), 1)},
+        "metrics": evaluate_model(target, labels_dir) if evaluate else {},
+    }
+    with atomic_path(out_dir / entry.card) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
+    return card

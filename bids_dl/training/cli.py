@@ -1,0 +1,76 @@
+"""``bids-dl-train``: train a bids-dl model from synthetic heads and write it with its card.
+
+The run is resumable: run the same command again with the same ``--work-dir`` and it goes on
+from the last checkpoint. Training runs on any Keras backend; set ``KERAS_BACKEND=torch``
+for CPU training (about 4x faster than TensorFlow for 3D convolutions here) or on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .train import Recipe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bids-dl-train", description=__doc__.split("\n")[0])
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
+    brain = tasks.add_parser("brain-extraction", help="train the brain-extraction U-Net")
+    defaults = Recipe()
+    brain.add_argument("--labels", type=Path, required=True,
+                       help="folder written by bids-dl-build-labels")
+    brain.add_argument("--work-dir", type=Path, required=True,
+                       help="checkpoints and state (resume by running again)")
+    brain.add_argument("--out-dir", type=Path, default=None,
+                       help="where to write the final .keras and card "
+                            "(default: the work dir; bids_dl/data/models to ship)")
+    brain.add_argument("--patch-steps", type=int, default=defaults.patch_steps)
+    brain.add_argument("--steps", type=int, default=defaults.steps,
+                       help="whole-grid steps after the patch phase")
+    brain.add_argument("--patch", type=int, default=defaults.patch)
+    brain.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    brain.add_argument("--filters", default=",".join(map(str, defaults.filters)))
+    brain.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    brain.add_argument("--seed", type=int, default=defaults.seed)
+    brain.add_argument("--workers", type=int, default=1, help="generator processes")
+    brain.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                       help="checkpoint and stop at this step (resume later)")
+    brain.add_argument("--no-evaluate", action="store_true",
+                       help="skip the held-out evaluation written into the card")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    recipe = Recipe(
+        filters=tuple(int(f) for f in args.filters.split(",")), patch=args.patch,
+        patch_steps=args.patch_steps, steps=args.steps, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed,
+    )
+    from .card import write_model
+    from .train import train
+
+    tic = time.time()
+    try:
+        final = train(recipe, args.labels, args.work_dir, workers=args.workers,
+                      stop_after=args.stop_after)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"bids-dl-train: error: {error}", file=sys.stderr)
+        return 2
+    if final is None:
+        print(f"stopped at step {args.stop_after}; run the same command again to resume")
+        return 0
+    out_dir = args.out_dir or args.work_dir
+    card = write_model(final, out_dir, recipe, args.labels, args.work_dir,
+                       evaluate=not args.no_evaluate, wall_seconds=time.time() - tic)
+    print(f"wrote {out_dir}: sha256 {card['sha256']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

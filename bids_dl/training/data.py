@@ -1,0 +1,76 @@
+"""Training batches from the synthetic generator, made in worker processes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections import deque
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..synth.generator import GeneratorConfig, SyntheticHeads
+
+_HEADS: SyntheticHeads | None = None
+
+
+def load_label_maps(folder: Path, split: str = "train") -> tuple[list[np.ndarray], list[str]]:
+    """Label maps of ``split`` listed in ``folder/manifest.json`` (from bids-dl-build-labels)."""
+    manifest_path = Path(folder) / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path}: not found; run bids-dl-build-labels {folder}")
+    manifest = json.loads(manifest_path.read_text())
+    names = sorted(n for n, entry in manifest["maps"].items() if entry["split"] == split)
+    if not names:
+        raise FileNotFoundError(f"{manifest_path}: no label maps of split {split!r}")
+    maps = [np.asarray(nib.load(str(Path(folder) / n)).dataobj, dtype=np.uint8) for n in names]
+    return maps, names
+
+
+def _init_worker(heads: SyntheticHeads) -> None:
+    global _HEADS
+    _HEADS = heads
+
+
+def make_batch(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``(seed, step, batch_size)`` -> image and mask arrays ``(batch, 1, x, y, z)``
+    (channels-first) as float32; a pure function of its arguments."""
+    seed, step, batch_size = args
+    samples = [_HEADS.sample((seed, step, i)) for i in range(batch_size)]
+    images = np.stack([s.image for s in samples])[:, None]
+    masks = np.stack([s.mask for s in samples])[:, None].astype(np.float32)
+    return images, masks
+
+
+class BatchStream:
+    """Iterate batches for steps ``start..stop-1`` from ``workers`` forked processes, at most
+    ``prefetch`` batches ahead (so the generator does not steal CPU from training)."""
+
+    def __init__(self, heads: SyntheticHeads, seed: int, start: int, stop: int,
+                 batch_size: int = 1, workers: int = 1, prefetch: int = 3):
+        self.heads, self.seed = heads, seed
+        self.start, self.stop, self.batch_size, self.workers = start, stop, batch_size, workers
+        self.prefetch = max(prefetch, workers)
+
+    def __iter__(self):
+        jobs = [(self.seed, step, self.batch_size) for step in range(self.start, self.stop)]
+        if self.workers <= 0:
+            _init_worker(self.heads)
+            yield from map(make_batch, jobs)
+            return
+        context = multiprocessing.get_context("fork")
+        with context.Pool(self.workers, _init_worker, (self.heads,)) as pool:
+            pending = deque(pool.apply_async(make_batch, (job,)) for job in jobs[:self.prefetch])
+            for job in jobs[self.prefetch:] + [None] * len(pending):
+                batch = pending.popleft().get()
+                if job is not None:
+                    pending.append(pool.apply_async(make_batch, (job,)))
+                yield batch
+
+
+def patch_config(patch: int | None) -> GeneratorConfig:
+    """Generator settings for cubic training patches of ``patch`` voxels (None: whole grid)."""
+    if not patch:
+        return GeneratorConfig()
+    return GeneratorConfig(out_shape=(patch, patch, patch), max_shift=35.0)

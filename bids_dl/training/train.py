@@ -1,0 +1,143 @@
+"""Train the brain-extraction U-Net from synthetic heads (resumable).
+
+Two phases: ``patch_steps`` steps on cubic patches (cheap, many samples), then ``steps`` on
+the whole model grid (so the group-normalisation statistics match inference). Every batch is
+a pure function of ``(seed, step)``, so a resumed run sees the data an unbroken run would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..synth.generator import SyntheticHeads
+from .data import BatchStream, load_label_maps, patch_config
+
+
+@dataclass
+class Recipe:
+    """Everything that defines a training run (stored in the model card)."""
+
+    task: str = "brain-extraction"
+    filters: tuple[int, ...] = (8, 16, 32, 64)
+    groups: int = 4
+    dropout: float = 0.1
+    patch: int = 64
+    patch_steps: int = 2600
+    steps: int = 800
+    batch_size: int = 1
+    learning_rate: float = 1e-3
+    final_learning_rate: float = 5e-5
+    seed: int = 0
+    loss: str = "soft Dice + binary cross-entropy"
+    optimizer: str = "Adam"
+    label_maps: list[str] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        return self.patch_steps + self.steps
+
+    def learning_rate_at(self, step: int) -> float:
+        """Constant during the patch phase, then linear decay to ``final_learning_rate``."""
+        if step < self.patch_steps:
+            return self.learning_rate
+        fraction = (step - self.patch_steps) / max(self.steps, 1)
+        start = self.learning_rate / 2
+        return start + fraction * (self.final_learning_rate - start)
+
+
+def _build(recipe: Recipe, data_format: str):
+    from ..models.unet import build_unet
+
+    return build_unet(recipe.filters, groups=recipe.groups, dropout=recipe.dropout,
+                      data_format=data_format)
+
+
+def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
+          checkpoint_every: int = 100, verbose: int = 1, stop_after: int | None = None,
+          ) -> Path | None:
+    """Run (or resume) training in ``work_dir``; returns the path of the final
+    channels-last, uncompiled ``.keras`` model, or None when ``stop_after`` (a step count)
+    ended the run early (run again to resume). Training is channels-first (fast on the
+    PyTorch backend); :func:`bids_dl.models.unet.to_channels_last` converts at the end."""
+    import keras
+
+    from . import losses  # noqa: F401  (registers the loss for checkpoint loading)
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_path, checkpoint = work_dir / "state.json", work_dir / "checkpoint.keras"
+    maps, names = load_label_maps(labels_dir, "train")
+    recipe.label_maps = names
+    start, history = 0, []
+    keras.utils.set_random_seed(recipe.seed)
+    if state_path.exists() and checkpoint.exists():
+        state = json.loads(state_path.read_text())
+        if _without_lengths(state["recipe"]) != _without_lengths(_jsonable(recipe)):
+            raise ValueError(f"{work_dir}: holds a run with another recipe; use a new work dir")
+        if state["step"] > recipe.patch_steps and state["recipe"]["patch_steps"] != (
+                recipe.patch_steps):
+            raise ValueError(f"{work_dir}: the patch phase is over; --patch-steps cannot change")
+        model = keras.models.load_model(checkpoint, compile=True)
+        start, history = state["step"], state["history"]
+        print(f"resuming at step {start} of {recipe.total_steps}", flush=True)
+    else:
+        model = _build(recipe, "channels_first")
+        model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
+                      loss=losses.dice_bce_loss)
+    progress = keras.utils.Progbar(recipe.total_steps, verbose=verbose,
+                                   stateful_metrics=["lr", "phase"])
+    progress.update(start)
+    for phase_start, phase_stop, patch in ((0, recipe.patch_steps, recipe.patch),
+                                           (recipe.patch_steps, recipe.total_steps, None)):
+        if start >= phase_stop:
+            continue
+        heads = SyntheticHeads(maps, patch_config(patch))
+        stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
+                             recipe.batch_size, workers)
+        tic = time.time()
+        for step, (images, masks) in enumerate(stream, start=max(start, phase_start)):
+            rate = recipe.learning_rate_at(step)
+            model.optimizer.learning_rate.assign(rate)
+            loss = float(np.asarray(model.train_on_batch(images, masks)))
+            history.append(loss)
+            progress.update(step + 1, [("loss", loss), ("lr", rate),
+                                       ("phase", 1 if patch else 2)])
+            stopping = stop_after is not None and step + 1 >= stop_after
+            if (step + 1) % checkpoint_every == 0 or step + 1 == recipe.total_steps or stopping:
+                _checkpoint(model, checkpoint, state_path, recipe, step + 1, history,
+                            time.time() - tic)
+                tic = time.time()
+            if stopping and step + 1 < recipe.total_steps:
+                return None
+    final = work_dir / "final.keras"
+    from ..models.unet import to_channels_last
+
+    shipped = to_channels_last(model, filters=recipe.filters, groups=recipe.groups,
+                               dropout=recipe.dropout)
+    shipped.save(final)
+    return final
+
+
+def _without_lengths(recipe: dict) -> dict:
+    """A recipe minus its phase lengths, which a resumed run may change (extend/shorten)."""
+    return {k: v for k, v in recipe.items() if k not in ("steps", "patch_steps")}
+
+
+def _jsonable(recipe: Recipe) -> dict:
+    return json.loads(json.dumps(asdict(recipe)))
+
+
+def _checkpoint(model, path: Path, state_path: Path, recipe: Recipe, step: int,
+                history: list[float], seconds: float) -> None:
+    from ..utils.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    state = {"step": step, "recipe": _jsonable(recipe), "history": history,
+             "seconds_since_last_checkpoint": seconds}
+    with atomic_path(state_path) as tmp:
+        Path(tmp).write_text(json.dumps(state))

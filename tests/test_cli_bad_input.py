@@ -1,0 +1,88 @@
+"""bids-dl-infer on unusable input: one clear line naming the file, exit code 2, no output."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+
+def _infer(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bids_dl.cli.infer", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _make(tmp_path, kind: str):
+    path = tmp_path / f"{kind}.nii.gz"
+    affine = np.eye(4)
+    if kind == "2d":
+        nib.save(nib.Nifti1Image(np.ones((32, 32), np.float32), affine), path)
+    elif kind == "4d":
+        nib.save(nib.Nifti1Image(np.ones((16, 16, 16, 5), np.float32), affine), path)
+    elif kind == "nan":
+        data = np.ones((16, 16, 16), np.float32)
+        data[3, 4, 5] = np.nan
+        data[1, 1, 1] = np.inf
+        nib.save(nib.Nifti1Image(data, affine), path)
+    elif kind == "zeros":
+        nib.save(nib.Nifti1Image(np.zeros((16, 16, 16), np.int16), affine), path)
+    elif kind == "truncated":
+        full = tmp_path / "full.nii.gz"
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 40)), affine), full)
+        blob = full.read_bytes()
+        path.write_bytes(blob[: len(blob) // 2])
+    elif kind == "not-nifti":
+        path = tmp_path / "notes.nii.gz"
+        with gzip.open(path, "wt") as handle:
+            handle.write("this is not an image\n" * 50)
+    elif kind == "text":
+        path = tmp_path / "table.csv"
+        path.write_text("a,b\n1,2\n")
+    elif kind == "missing":
+        path = tmp_path / "nothing-here.nii.gz"
+    return path
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("2d", "2D image"), ("4d", "4D series"), ("nan", "NaN or Inf"), ("zeros", "every voxel is zero"),
+    ("truncated", "truncated or corrupt"), ("not-nifti", "not a readable NIfTI"),
+    ("text", "not a readable NIfTI"), ("missing", "no such file"),
+])
+def test_bad_input_is_refused_cleanly(tmp_path, kind, words):
+    source = _make(tmp_path, kind)
+    out = tmp_path / "out" / "sub"
+    result = _infer("brain-extraction", str(source), str(out))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(source) in lines[0] and words in lines[0], result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert result.stdout == ""
+
+
+def test_unknown_device_is_a_usage_error(tmp_path):
+    result = _infer("brain-extraction", "x.nii.gz", str(tmp_path / "o"), "--device", "tpu")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_help_lists_the_tasks():
+    result = _infer("--help")
+    assert result.returncode == 0 and "brain-extraction" in result.stdout
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, colin27):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if shutil.which("id") and subprocess.run(["id", "-u"], capture_output=True,
+                                             text=True).stdout.strip() == "0":
+        target = "/proc/bids-dl-cannot-write-here/out"  # root ignores directory modes
+    else:
+        target = str(locked / "out")
+    result = _infer("brain-extraction", str(colin27[0]), target)
+    assert result.returncode == 2
+    assert result.stderr.startswith("bids-dl-infer: error:")
