@@ -61,3 +61,37 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     (tmp_path / entry.weights).unlink()
     with pytest.raises(registry.ModelIntegrityError, match="weights file not found"):
         registry.verify(entry)
+
+
+CROSS_BACKEND_SCRIPT = """
+import sys, numpy as np
+from bids_dl.models.registry import load_model
+model, _ = load_model("brain-extraction")
+x = np.load(sys.argv[1])
+np.save(sys.argv[2], model.predict_on_batch(x))
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_same_result_on_another_backend(backend, tmp_path):
+    """The shipped model gives the same probabilities on TensorFlow and another backend."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"the {backend} backend is not installed here")
+    from bids_dl.models.registry import load_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 48, 56, 48, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="-1")
+    done = subprocess.run([sys.executable, "-c", CROSS_BACKEND_SCRIPT, str(tmp_path / "x.npy"),
+                           str(tmp_path / "y.npy")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model, _ = load_model("brain-extraction")
+    expected = model.predict_on_batch(x)
+    assert np.abs(np.load(tmp_path / "y.npy") - expected).max() < 1e-3

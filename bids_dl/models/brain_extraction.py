@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from ..utils.io import load_volume, write_images_atomically
-from .engine import InferenceEngine, largest_component
+from .engine import InferenceEngine, keep_largest_structure
 
 TASK = "brain-extraction"
 THRESHOLD = 0.5
@@ -60,6 +60,21 @@ def _derived(image: nib.Nifti1Image, data: np.ndarray, dtype, slope: float = 1.0
     return out
 
 
+def make_engine(model, threshold: float = THRESHOLD) -> InferenceEngine:
+    """The shared inference engine set up for brain extraction (one solid structure)."""
+    return InferenceEngine(model, grid_postprocess=lambda p: keep_largest_structure(p, threshold))
+
+
+def brain_probability(image: nib.Nifti1Image, model=None) -> np.ndarray:
+    """Brain probability (float32) on the grid of ``image``; the shipped model by default."""
+    if model is None:
+        from .registry import load_model
+
+        model, _ = load_model(TASK)
+    data = np.asarray(image.get_fdata(dtype=np.float32)).reshape(image.shape[:3])
+    return make_engine(model).run(data, image.affine).probability
+
+
 def extract_brain(in_file: str | os.PathLike, device: str = "auto",
                   threshold: float = THRESHOLD) -> BrainExtractionResult:
     """Brain-extract one 3D NIfTI image of any contrast, orientation and resolution.
@@ -79,9 +94,9 @@ def extract_brain(in_file: str | os.PathLike, device: str = "auto",
     model, card = load_model(TASK)
     used = device_in_use(device)
     model_seconds = time.perf_counter() - tic
-    result = InferenceEngine(model).run(data, image.affine)
+    result = make_engine(model, threshold).run(data, image.affine)
     tic = time.perf_counter()
-    mask = largest_component(result.probability > threshold)
+    mask = result.probability > threshold
     voxel_ml = abs(np.linalg.det(image.affine[:3, :3])) / 1000.0
     raw = np.asanyarray(image.dataobj)
     raw = raw.reshape(data.shape) * mask.astype(raw.dtype)

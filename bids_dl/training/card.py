@@ -29,20 +29,20 @@ LABEL_SOURCES = {
 def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
     """Held-out metrics of a ``.keras`` file through the shipped inference engine."""
     import keras
-    import numpy as np
 
-    from ..models.engine import InferenceEngine, largest_component
+    from ..models.brain_extraction import brain_probability
     from . import evaluate
 
-    engine = InferenceEngine(keras.saving.load_model(model_path, compile=False, safe_mode=True))
+    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
 
     def segment(image):
-        data = np.asarray(image.get_fdata(dtype=np.float32))
-        return largest_component(engine.run(data, image.affine).probability > 0.5)
+        return brain_probability(image, model) > 0.5
 
     metrics = {"synthetic_heldout_dice": evaluate.synthetic_heldout(segment, labels_dir)}
     try:
         metrics["colin27"] = evaluate.colin27(segment)
+        metrics["colin27_robustness_dice_to_clean"] = evaluate.robustness(
+            lambda image: brain_probability(image, model), evaluate.colin27_head())
     except FileNotFoundError as error:
         metrics["colin27"] = f"not measured: {error}"
     return metrics

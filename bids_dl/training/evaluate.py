@@ -48,6 +48,13 @@ def synthetic_heldout(segment: Segmenter, labels_dir: Path, contrasts=CONTRASTS,
     return scores
 
 
+def colin27_head() -> nib.Nifti1Image:
+    """The Colin27 T1w head image (held-out real data)."""
+    from ..synth.sources import colin27 as colin_paths
+
+    return nib.load(str(colin_paths()[0]))
+
+
 def colin27(segment: Segmenter) -> dict[str, float]:
     """Dice against ``ch2bet > 0`` and volumes (ml) on the real Colin27 T1w head."""
     from ..synth.sources import colin27 as colin_paths

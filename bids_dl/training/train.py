@@ -27,8 +27,8 @@ class Recipe:
     groups: int = 4
     dropout: float = 0.1
     patch: int = 64
-    patch_steps: int = 2600
-    steps: int = 800
+    patch_steps: int = 900
+    steps: int = 1100
     batch_size: int = 1
     learning_rate: float = 1e-3
     final_learning_rate: float = 5e-5
