@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,9 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_writable(out_prefix: str) -> None:
+    """Fail before any work when the folder of ``out_prefix`` cannot be written."""
+    folder = Path(out_prefix).absolute().parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(f"{folder}: cannot write output here ({existing} is not writable)")
+
+
 def run_brain_extraction(args: argparse.Namespace) -> int:
     from ..models.brain_extraction import extract_brain
 
+    check_writable(args.out_prefix)
     result = extract_brain(args.in_file, device=args.device, threshold=args.threshold)
     written = result.write(args.out_prefix)
     if not args.quiet:
