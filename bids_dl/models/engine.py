@@ -88,11 +88,13 @@ class InferenceEngine:
         tic = time.perf_counter()
         source = anti_alias(data, affine, self.grid.spacing)
         centre = foreground_centre(data, affine)
+        background = float(data.min())  # outside the field of view looks like the background
         passes = 0
         for _ in range(2):
             passes += 1
             grid_affine = self.grid.affine(centre)
-            grid_image = resample_to_grid(source, affine, self.grid.shape, grid_affine, order=1)
+            grid_image = resample_to_grid(source, affine, self.grid.shape, grid_affine, order=1,
+                                          cval=background)
             grid_image = normalise_intensity(grid_image)
             timings["resample_in"] = timings.get("resample_in", 0) + time.perf_counter() - tic
             tic = time.perf_counter()
