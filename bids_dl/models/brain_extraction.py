@@ -19,13 +19,12 @@ from .engine import InferenceEngine, keep_largest_structure
 
 TASK = "brain-extraction"
 THRESHOLD = 0.5
-PROBSEG_STEP = 1 / 255  # probabilities are stored as uint8 steps of 1/255 (small, fast files)
 
 
 @dataclass
 class BrainExtractionResult:
-    """Outputs on the input's grid and affine: ``mask`` (uint8), ``probseg`` (0-1, stored as
-    uint8 with slope 1/255),
+    """Outputs on the input's grid and affine: ``mask`` (uint8), ``probseg`` (0-1, stored on
+    disk as uint8 with a scaling slope: 256 levels, small and fast files),
     ``brain`` (input masked, input data type and scaling); ``volume_ml`` of the mask."""
 
     mask: nib.Nifti1Image
@@ -46,17 +45,16 @@ class BrainExtractionResult:
         })
 
 
-def _derived(image: nib.Nifti1Image, data: np.ndarray, dtype, slope: float = 1.0,
+def _derived(image: nib.Nifti1Image, data: np.ndarray, dtype, stored_as=None,
              ) -> nib.Nifti1Image:
-    """A NIfTI image on ``image``'s grid holding ``data`` stored as ``dtype`` times ``slope``."""
+    """A NIfTI image on ``image``'s grid holding ``data`` as ``dtype`` in memory; on disk as
+    ``stored_as`` when given (nibabel then picks the scaling slope)."""
     header = nib.Nifti1Header()
-    header.set_data_dtype(dtype)
     header.set_xyzt_units(*image.header.get_xyzt_units())
-    stored = np.round(data / slope) if slope != 1.0 else data
-    out = nib.Nifti1Image(stored.astype(dtype), image.affine, header)
+    out = nib.Nifti1Image(data.astype(dtype), image.affine, header)
     out.set_qform(image.affine, int(image.header["qform_code"]) or 1)
     out.set_sform(image.affine, int(image.header["sform_code"]) or 1)
-    out.header.set_slope_inter(slope, 0)
+    out.set_data_dtype(stored_as or dtype)
     return out
 
 
@@ -105,7 +103,7 @@ def extract_brain(in_file: str | os.PathLike, device: str = "auto",
                "postprocess": time.perf_counter() - tic}
     return BrainExtractionResult(
         mask=_derived(image, mask, np.uint8),
-        probseg=_derived(image, np.clip(result.probability, 0, 1), np.uint8, PROBSEG_STEP),
+        probseg=_derived(image, np.clip(result.probability, 0, 1), np.float32, np.uint8),
         brain=brain,
         volume_ml=float(mask.sum() * voxel_ml),
         device=used,
