@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..models.grid import MODEL_SHAPE, MODEL_SPACING, normalise_intensity
-from ..utils.resample import smooth_noise
+from ..utils.resample import fit_shape, smooth_noise
 from .contrasts import FAMILIES, label_intensities
 from .labels import HEAD_AFFINE, brain_mask
 
@@ -109,14 +109,8 @@ def degrade_resolution(image: np.ndarray, rng: np.random.Generator, config: Gene
         step[axis] = 1.0 / factor
         low = ndimage.zoom(blurred, step, order=1)
         back = ndimage.zoom(low, np.divide(image.shape, low.shape), order=1)
-        return _crop_to(back, image.shape)
+        return fit_shape(back, image.shape)
     return ndimage.gaussian_filter(image, rng.uniform(0.0, 0.8))
-
-
-def _crop_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    array = array[tuple(slice(0, s) for s in shape)]
-    pad = [(0, s - a) for a, s in zip(array.shape, shape)]
-    return np.pad(array, pad, mode="edge")
 
 
 def add_noise(image: np.ndarray, rng: np.random.Generator, config: GeneratorConfig) -> np.ndarray:

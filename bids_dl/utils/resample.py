@@ -42,11 +42,11 @@ def smooth_noise(
     coarse_shape = (coarse,) * len(shape) if np.isscalar(coarse) else tuple(coarse)
     small = rng.standard_normal(coarse_shape).astype(np.float32)
     field = ndimage.zoom(small, np.divide(shape, coarse_shape), order=1, grid_mode=False)
-    field = _fit(field, shape)
+    field = fit_shape(field, shape)
     return field / max(float(field.std()), 1e-6)
 
 
-def _fit(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def fit_shape(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Crop or edge-pad ``array`` to exactly ``shape`` (zoom rounding can be off by one)."""
     slices = tuple(slice(0, min(a, s)) for a, s in zip(array.shape, shape))
     array = array[slices]
