@@ -37,8 +37,8 @@ class GeneratorConfig:
     contrast_weights: dict[str, float] = field(
         default_factory=lambda: {"T1w": 0.2, "T2w": 0.1, "FLAIR": 0.1, "PD": 0.1, "random": 0.5}
     )
-    max_bias: float = 0.5
-    p_thick_slices: float = 0.4
+    max_bias: float = 0.8
+    p_thick_slices: float = 0.5
     max_slice_thickness: float = 7.0
     max_noise: float = 0.08
     max_gamma: float = 0.3

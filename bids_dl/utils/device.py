@@ -11,16 +11,20 @@ class DeviceError(RuntimeError):
     """The requested device cannot be used."""
 
 
-def configure_device(device: str = "auto") -> None:
-    """Hide GPUs for ``cpu``; must run before the first ``import keras`` of the process
-    (Keras fixes its backend at import). The backend is ``KERAS_BACKEND`` (default
-    TensorFlow)."""
+def configure_device(device: str = "auto", num_threads: int | None = None) -> None:
+    """Hide GPUs for ``cpu``; cap CPU threads at ``num_threads`` when given. Must run before
+    the first ``import keras`` of the process (Keras fixes its backend at import, TensorFlow
+    its thread pools). The backend is ``KERAS_BACKEND`` (default TensorFlow)."""
     if device not in DEVICES:
         raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    if num_threads:
+        for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(name, str(num_threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def device_in_use(requested: str = "auto") -> str:

@@ -1,0 +1,49 @@
+"""The methods paragraph of the reports (citable text of what was done, like fMRIPrep's)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
+    """One paragraph per task that ran, from the model cards (task name -> card) and the
+    contrasts processed (e.g. ``["T1w", "FLAIR"]``)."""
+    from .. import __version__
+
+    paragraphs = [
+        f"Results included in this report were generated with bids-dl {__version__}, a "
+        f"BIDS-App built on Nipype {_version('nipype')} (Gorgolewski et al., 2011) and "
+        f"PyBIDS {_version('pybids')} (Yarkoni et al., 2019), running convolutional neural "
+        f"networks with Keras {_version('keras')}. No data left the machine and nothing was "
+        "downloaded during processing."
+    ]
+    card = cards.get("brain-extraction")
+    if card:
+        recipe = card.get("recipe", {})
+        contrasts = ", ".join(sorted(set(suffixes))) or "anatomical"
+        paragraphs.append(
+            f"Each {contrasts} image was brain-extracted with the bids-dl brain-extraction "
+            f"model (version {card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), a "
+            f"3D U-Net with group normalisation (filters {recipe.get('filters')}) trained for "
+            f"{card.get('steps')} steps only on synthetic head images generated from "
+            "anatomical label maps with random contrasts, deformations, bias fields, "
+            "resolutions and noise (the strategy of SynthStrip; Hoopes et al., 2022), so that "
+            "it applies to any MR contrast. The image was reoriented to RAS, resampled to a "
+            "2 mm grid of 96 x 112 x 96 voxels centred on the head, normalised to its "
+            "0.5-99.5th intensity percentiles and segmented; the brain probability was "
+            "resampled onto the native grid, thresholded at 0.5, and the largest connected "
+            "component kept with holes filled. The mask covers the intracranial brain (brain "
+            "tissue, ventricles and sulcal CSF), as HD-BET, deepbet and SynthStrip define it."
+        )
+    paragraphs.append(
+        "References: Gorgolewski K. et al. (2011) Nipype. Front. Neuroinform. 5:13. "
+        "Yarkoni T. et al. (2019) PyBIDS. JOSS 4(40):1294. Hoopes A. et al. (2022) SynthStrip. "
+        "NeuroImage 260:119474.")
+    return "\n\n".join(paragraphs)

@@ -1,0 +1,44 @@
+"""Per-participant HTML report (``OUTPUT_DIR/sub-XX.html``), written from the derivatives."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from .derivatives import find_measured
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("bids_dl.reports", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]))
+
+
+def write_participant_report(output_dir: Path, subject: str, methods: str,
+                             failures: list[dict] | None = None, dataset: str = "") -> Path:
+    """Write ``sub-<subject>.html``: per image the overlay mosaic, measures, model, device and
+    runtime (from the sidecars), failures (``node``, ``message``, ``crashfile``), methods."""
+    from .. import __version__
+    from ..utils.io import atomic_path
+
+    images = []
+    for measured in find_measured(output_dir, [subject]):
+        figure = measured.figure(output_dir)
+        meta = measured.sidecar
+        images.append({
+            "source": measured.source,
+            "mask": measured.path.relative_to(output_dir).as_posix().replace(".json", ".nii.gz"),
+            "measures": meta["Measures"], "model": meta.get("Model", {}),
+            "device": meta.get("Device", "?"), "runtime": meta.get("RuntimeSeconds", "?"),
+            "figure": figure.relative_to(output_dir).as_posix() if figure else None,
+        })
+    html = _environment().get_template("participant.html").render(
+        subject=subject, version=__version__, dataset=dataset, images=images,
+        failures=failures or [], methods=methods,
+        date=datetime.datetime.now().isoformat(timespec="seconds"))
+    target = output_dir / f"sub-{subject}.html"
+    with atomic_path(target) as tmp:
+        Path(tmp).write_text(html)
+    return target
