@@ -36,3 +36,57 @@ def train_head(labels_dir) -> np.ndarray:
 def colin27() -> tuple[Path, Path]:
     """Colin27 head and BET brain from mricron-data (installed by .ci/run)."""
     return sources.colin27()
+
+
+NETWORK_GUARD = """
+import socket, sys
+_log = open(sys.argv[1], "a")
+def _refuse(self, address, *args):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _log.write(f"connect {address}\\n"); _log.flush()
+        raise OSError("network access refused by the test")
+    return _connect(self, address, *args)
+_connect = socket.socket.connect
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+try:
+    socket.create_connection(("192.0.2.1", 80), timeout=1)  # proves the guard is active
+except OSError:
+    pass
+from bids_dl.cli.run import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_bids_dl(args: list[str], guard_log: Path | None = None, **kwargs):
+    """Run ``bids-dl ARGS`` in a fresh process (as a user would); with ``guard_log``, every
+    attempt to open an internet connection is refused and logged there."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    if guard_log is None:
+        command = [sys.executable, "-m", "bids_dl.cli.run", *map(str, args)]
+    else:
+        command = [sys.executable, "-c", NETWORK_GUARD, str(guard_log), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """The embedded demo dataset, written by the package."""
+    from bids_dl.synth.demo import write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "bids")
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_dir, tmp_path_factory):
+    """One participant-level run on the demo, output in BIDS_DIR/derivatives/bids-dl, with
+    the network guard on. Returns (output dir, work dir, completed process, guard log)."""
+    work = tmp_path_factory.mktemp("work")
+    guard = work / "network.log"
+    output = demo_dir / "derivatives" / "bids-dl"
+    result = run_bids_dl([demo_dir, output, "participant", "-w", work, "--nprocs", "2",
+                          "--write-graph"], guard_log=guard)
+    return output, work, result, guard

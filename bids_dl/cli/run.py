@@ -205,11 +205,14 @@ def run_participant(opts, paths: Paths) -> int:
     omp_nthreads = opts.omp_nthreads or min(max(nprocs - 1, 1), 8)
     executed, failed_nodes = run_workflow(opts, paths, selection, tasks, cards, nprocs,
                                           omp_nthreads)
+    # crash files of this run: newer than its start, of its participants (another process
+    # may write into the same logs folder at the same time, for other participants)
     crashes = [read_crashfile(path) for path in sorted(paths.logs_dir.glob("crash-*.txt"))
                if path.stat().st_mtime >= tic]
     failures: dict[str, list[dict]] = {}
     for crash in crashes:
-        failures.setdefault(crash["participant"], []).append(crash)
+        if crash["participant"] in selection.images:
+            failures.setdefault(crash["participant"], []).append(crash)
     suffixes = sorted({image.suffix for images in selection.images.values() for image in images})
     methods = methods_text(cards, suffixes)
     for subject in selection.images:

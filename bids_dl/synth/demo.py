@@ -24,6 +24,7 @@ from scipy import ndimage
 from ..utils.resample import smooth_noise
 from .contrasts import label_intensities
 from .generator import GeneratorConfig, add_noise
+from .labels import brain_mask
 
 LABELS_FILE = Path(__file__).resolve().parent.parent / "data" / "templates" / (
     "demo_head_labels.nii.gz")
@@ -76,10 +77,11 @@ def _rotation(angles_deg: np.ndarray) -> np.ndarray:
 
 
 def render_image(labels: np.ndarray, labels_affine: np.ndarray, spec: DemoImage,
-                 ) -> nib.Nifti1Image:
+                 with_truth: bool = False):
     """Render one demo image: an LAS-stored grid of ``spec.voxel_mm`` covering the head, the
     participant's head scaled and warped, the image's own small rotation and shift, then
-    contrast, bias field, slice profile and Rician noise; int16 with values 0-1000."""
+    contrast, bias field, slice profile and Rician noise; int16 with values 0-1000.
+    With ``with_truth`` also returns the true brain mask on the image grid (uint8)."""
     rng = np.random.default_rng([SEED, spec.seed])
     subject_rng = np.random.default_rng([SEED, int(spec.subject)])
     voxel = np.array(spec.voxel_mm)
@@ -105,9 +107,12 @@ def render_image(labels: np.ndarray, labels_affine: np.ndarray, spec: DemoImage,
     image *= np.exp(0.25 * smooth_noise(tuple(shape), rng, 4))
     affine = np.diag([-fine[0], fine[1], fine[2], 1.0])
     affine[:3, 3] = -affine[:3, :3] @ ((shape - 1) / 2)
+    truth = ndimage.map_coordinates(brain_mask(labels).astype(np.float32), coords, order=1,
+                                    prefilter=False) >= 0.5 if with_truth else None
     thick = int(round(voxel[2] / fine[2]))
     if thick > 1:
         image = ndimage.gaussian_filter1d(image, thick / 2.355, axis=2)[:, :, thick // 2::thick]
+        truth = truth[:, :, thick // 2::thick] if with_truth else None
         affine[:3, 3] += affine[:3, 2] * (thick // 2)
         affine[:3, 2] *= thick
     image = add_noise(image / max(float(image.max()), 1e-6), rng,
@@ -117,6 +122,8 @@ def render_image(labels: np.ndarray, labels_affine: np.ndarray, spec: DemoImage,
     out.set_qform(affine, 1)
     out.set_sform(affine, 1)
     out.header.set_xyzt_units("mm", "sec")
+    if with_truth:
+        return out, nib.Nifti1Image(truth.astype(np.uint8), affine)
     return out
 
 

@@ -125,10 +125,13 @@ def index_dataset(bids_dir: Path, validate: bool, exclude: tuple[Path, ...] = ()
     from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
 
     ignore = list(DEFAULT_LOCATIONS_TO_IGNORE)
+    root = bids_dir.resolve()
     for folder in exclude:
         folder = folder.resolve()
-        if folder.is_relative_to(bids_dir.resolve()) and folder != bids_dir.resolve():
-            ignore.append(re.compile("^" + re.escape(str(folder)) + "(/|$)"))
+        if folder.is_relative_to(root) and folder != root:
+            # pybids matches "/<path relative to the root>"
+            relative = folder.relative_to(root).as_posix()
+            ignore.append(re.compile("^/" + re.escape(relative) + "(/|$)"))
     indexer = BIDSLayoutIndexer(validate=validate, ignore=ignore)
     return BIDSLayout(str(bids_dir), validate=validate, indexer=indexer, derivatives=False)
 

@@ -1,0 +1,200 @@
+"""End to end: the BIDS-App on the embedded demo dataset (participant + group levels),
+cached reruns, a participant that fails, and two runs into one output folder at once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import run_bids_dl
+
+from bids_dl.models.registry import get_entry
+from bids_dl.synth.demo import DEMO_IMAGES, LABELS_FILE, render_image
+
+
+def _expected(spec) -> dict[str, str]:
+    """Derivative paths (relative to OUTPUT_DIR) of one demo image."""
+    folder = spec.relpath.rsplit("/", 1)[0]
+    stem = Path(spec.relpath).name.replace(f"_{spec.suffix}.nii.gz", "")
+    mod = "" if spec.suffix == "T1w" else f"_mod-{spec.suffix}"
+    return {"mask": f"{folder}/{stem}{mod}_desc-brain_mask.nii.gz",
+            "probseg": f"{folder}/{stem}{mod}_label-brain_probseg.nii.gz",
+            "brain": f"{folder}/{stem}_desc-brain_{spec.suffix}.nii.gz",
+            "figure": f"sub-{spec.subject}/figures/{stem}_desc-brain_{spec.suffix}.svg"}
+
+
+def _sidecar(path: Path) -> dict:
+    return json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+
+
+def test_demo_dataset_layout(demo_dir):
+    from bids_dl.utils.bids import validation_problems
+
+    assert validation_problems(demo_dir) == []
+    images = sorted(p.relative_to(demo_dir).as_posix() for p in demo_dir.rglob("*.nii.gz")
+                    if "derivatives" not in p.parts)
+    assert images == sorted(spec.relpath for spec in DEMO_IMAGES)
+    assert {p.name for p in (demo_dir / "sub-02").iterdir()} == {"ses-1", "ses-2"}
+    shapes = {spec.suffix: nib.load(str(demo_dir / spec.relpath)).header.get_zooms()
+              for spec in DEMO_IMAGES}
+    assert shapes["FLAIR"][2] == pytest.approx(4.0) and shapes["T1w"][2] == pytest.approx(1.0)
+
+
+def test_demo_dataset_is_deterministic(demo_dir):
+    template = nib.load(str(LABELS_FILE))
+    labels = np.asarray(template.dataobj)
+    spec = DEMO_IMAGES[1]
+    again = render_image(labels, template.affine, spec)
+    stored = nib.load(str(demo_dir / spec.relpath))
+    assert np.array_equal(np.asarray(again.dataobj), np.asarray(stored.dataobj))
+    assert np.allclose(again.affine, stored.affine)
+
+
+def test_participant_level_writes_every_derivative(demo_dir, demo_run):
+    output, _, result, guard = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = get_entry("brain-extraction").read_card()
+    for spec in DEMO_IMAGES:
+        paths = {key: output / rel for key, rel in _expected(spec).items()}
+        for path in paths.values():
+            assert path.is_file(), path
+        source = nib.load(str(demo_dir / spec.relpath))
+        mask = nib.load(str(paths["mask"]))
+        assert mask.get_data_dtype() == np.uint8
+        assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
+        probseg = nib.load(str(paths["probseg"])).get_fdata()
+        assert probseg.min() >= 0 and probseg.max() <= 1
+        brain = np.asarray(nib.load(str(paths["brain"])).dataobj)
+        inside = np.asarray(mask.dataobj) > 0
+        assert not brain[~inside].any() and brain[inside].any()
+        meta = _sidecar(paths["mask"])
+        assert meta["Type"] == "Brain"
+        assert meta["Sources"] == [f"bids:raw:{spec.relpath}"]
+        assert meta["Model"] == {"name": "brain-extraction", "version": card["version"],
+                                 "sha256": card["sha256"]}
+        assert meta["Device"] == "cpu" and meta["RuntimeSeconds"] > 0
+        volume = meta["Measures"]["BrainVolumeMl"]
+        voxel_ml = np.prod(source.header.get_zooms()[:3]) / 1000
+        assert volume == pytest.approx(inside.sum() * voxel_ml, rel=1e-3)
+        assert 1300 < volume < 2400, (spec.relpath, volume)
+        assert 0.2 < meta["Measures"]["IntracranialFraction"] < 0.8
+        assert _sidecar(paths["brain"])["SkullStripped"] is True
+        assert "Measures" not in _sidecar(paths["probseg"])
+    description = json.loads((output / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "bids-dl"
+    assert description["SourceDatasets"][0]["URL"] == demo_dir.as_uri()
+    assert description["DatasetLinks"]["raw"] == demo_dir.as_uri()
+    assert not [p for p in output.rglob(".*") if p.is_file()], "temporary files left behind"
+    # the network guard saw its own probe only: nothing else tried to connect
+    assert guard.read_text().splitlines() == ["connect ('192.0.2.1', 80)"]
+
+
+def test_masks_match_the_true_brain(demo_dir, demo_run):
+    """Dice against the brain the demo was rendered from (T1w and 4 mm FLAIR)."""
+    output = demo_run[0]
+    template = nib.load(str(LABELS_FILE))
+    labels = np.asarray(template.dataobj)
+    for spec in (DEMO_IMAGES[0], DEMO_IMAGES[5]):
+        _, truth = render_image(labels, template.affine, spec, with_truth=True)
+        truth = np.asarray(truth.dataobj) > 0
+        mask = np.asarray(nib.load(str(output / _expected(spec)["mask"])).dataobj) > 0
+        dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+        assert dice >= 0.92, (spec.relpath, dice)
+
+
+def test_reports_logs_and_graph(demo_run):
+    output = demo_run[0]
+    for subject in ("01", "02"):
+        html = (output / f"sub-{subject}.html").read_text()
+        figures = sorted((output / f"sub-{subject}" / "figures").glob("*.svg"))
+        assert figures and all(f"figures/{f.name}" in html for f in figures)
+        assert "BrainVolumeMl" in html and "Methods" in html and "Nipype" in html
+        assert "Failed" not in html
+    assert (output / "logs" / "bids_dl_wf.dot").is_file()
+    assert (output / "logs" / "bids_dl_wf.svg").read_text().lstrip().startswith("<?xml")
+    summary = json.loads(sorted((output / "logs").glob("run_*.json"))[0].read_text())
+    assert summary["failed"] == {} and len(summary["executed_nodes"]) == 2 * len(DEMO_IMAGES)
+
+
+def test_rerun_with_the_same_work_dir_recomputes_nothing(demo_dir, demo_run):
+    output, work, first, _ = demo_run
+    assert first.returncode == 0
+    lost = output / _expected(DEMO_IMAGES[2])["mask"]
+    lost.unlink()
+    before = set((output / "logs").glob("run_*.json"))
+    result = run_bids_dl([demo_dir, output, "participant", "-w", work, "--nprocs", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (summary_file,) = set((output / "logs").glob("run_*.json")) - before
+    summary = json.loads(summary_file.read_text())
+    assert summary["executed_nodes"] == []
+    assert lost.is_file(), "a deleted derivative is restored from the work dir"
+
+
+def test_group_level(demo_dir, demo_run):
+    output = demo_run[0]
+    result = run_bids_dl([demo_dir, output, "group"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output / "group" / "measures.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert len(rows) == len(DEMO_IMAGES)
+    by_file = {row["file"]: row for row in rows}
+    row = by_file["sub-02_ses-1_run-2_desc-brain_mask.nii.gz"]
+    assert (row["participant_id"], row["session_id"], row["run"], row["suffix"]) == (
+        "sub-02", "ses-1", "2", "T1w")
+    flair = by_file["sub-02_ses-2_mod-FLAIR_desc-brain_mask.nii.gz"]
+    meta = _sidecar(output / "sub-02/ses-2/anat/sub-02_ses-2_mod-FLAIR_desc-brain_mask.nii.gz")
+    assert float(flair["BrainVolumeMl"]) == meta["Measures"]["BrainVolumeMl"]
+    report = (output / "group" / "report.html").read_text()
+    assert report.count("<svg") == 2 and "measures.tsv" in report
+
+
+def _mini_dataset(root: Path, demo_dir: Path) -> Path:
+    """Three participants with one T1w each: sub-01 and sub-02 from the demo, sub-03
+    truncated."""
+    root.mkdir()
+    shutil.copy(demo_dir / "dataset_description.json", root)
+    for subject, source in (("01", "sub-01/anat/sub-01_T1w.nii.gz"),
+                            ("02", "sub-02/ses-2/anat/sub-02_ses-2_T1w.nii.gz")):
+        (root / f"sub-{subject}" / "anat").mkdir(parents=True)
+        shutil.copy(demo_dir / source, root / f"sub-{subject}/anat/sub-{subject}_T1w.nii.gz")
+    (root / "sub-03" / "anat").mkdir(parents=True)
+    data = (demo_dir / "sub-01/anat/sub-01_T1w.nii.gz").read_bytes()
+    (root / "sub-03/anat/sub-03_T1w.nii.gz").write_bytes(data[: len(data) // 3])
+    return root
+
+
+def test_failing_participant_and_concurrent_runs(demo_dir, tmp_path):
+    """Two processes into one OUTPUT_DIR at once (as on a cluster): one runs sub-01 and a
+    truncated sub-03, the other sub-02. sub-03 fails with a clear message (exit 1); nothing
+    of sub-01 or sub-02 is lost."""
+    bids = _mini_dataset(tmp_path / "bids", demo_dir)
+    output = tmp_path / "out"
+    common = ["--nprocs", "1", "--skip-bids-validation"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bids_dl.cli.run", bids, output, "participant", "--participant-label",
+         "01", "sub-03", "-w", tmp_path / "w1", *common], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    second = run_bids_dl([bids, output, "participant", "--participant-label", "02", "-w",
+                          tmp_path / "w2", *common])
+    first_err = first.communicate()[1]
+    assert first.returncode == 1, first_err[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "sub-03 FAILED" in first_err and "sub-03_T1w.nii.gz: truncated" in first_err
+    for subject in ("01", "02"):
+        assert (output / f"sub-{subject}/anat/sub-{subject}_desc-brain_mask.nii.gz").is_file()
+        assert "Failed" not in (output / f"sub-{subject}.html").read_text()
+    assert not (output / "sub-03").exists()
+    report = (output / "sub-03.html").read_text()
+    assert "Failed" in report and "truncated or corrupt image data" in report
+    crash = list((output / "logs").glob("crash-*.txt"))
+    assert len(crash) == 1 and "sub-03_T1w.nii.gz" in crash[0].read_text()
+    json.loads((output / "dataset_description.json").read_text())
+    assert not [p for p in output.rglob(".*") if p.is_file()]
