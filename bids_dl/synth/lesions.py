@@ -1,0 +1,193 @@
+"""Synthetic white-matter lesions in synthetic heads: the training targets of lesion
+segmentation.
+
+Lesions are drawn on a head label map (1 mm grid, :data:`bids_dl.synth.labels.LABELS`) with
+the shapes and places real white-matter hyperintensities and MS lesions take:
+
+- ``periventricular``: caps and bands hugging the ventricles (flattened along the distance
+  to the ventricles);
+- ``deep``: ovoids in the deep white matter, long axis perpendicular to the ventricle wall
+  (along the gradient of the distance to the ventricles, like Dawson's fingers);
+- ``confluent``: large patches made of several overlapping periventricular blobs;
+- ``juxtacortical``: small blobs in the white matter touching the cortex;
+- ``infratentorial``: small ovoids in the brainstem and cerebellar white matter.
+
+Each lesion is an ellipsoid roughened by smooth noise and clipped to the white matter; its
+volume is drawn log-uniformly within its class's range (10 mm³ to 30 ml). A head gets 0 to
+60 lesions; lesion-free heads are drawn on purpose, so that a model learns to say "none".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..utils.resample import smooth_noise
+from .labels import LABELS
+
+LESION_CLASSES = ("periventricular", "deep", "confluent", "juxtacortical", "infratentorial")
+CLASS_WEIGHTS = np.array([0.32, 0.3, 0.08, 0.15, 0.15])
+#: Volume range (mm³) of one lesion of each class.
+VOLUME_RANGE_MM3 = {"periventricular": (30.0, 4000.0), "deep": (10.0, 1500.0),
+                    "confluent": (2000.0, 30000.0), "juxtacortical": (10.0, 400.0),
+                    "infratentorial": (10.0, 600.0)}
+MAX_LESIONS = 60
+MIN_LESION_MM3 = 10
+P_LESION_FREE = 0.15
+CEREBRAL_WM = LABELS["cerebral_wm"]
+INFRATENTORIAL_WM = (LABELS["cerebellar_wm"], LABELS["brainstem"])
+
+
+@dataclass
+class LesionAnatomy:
+    """Where lesions can go in one head label map (voxel indices on its 1 mm grid):
+    ``allowed`` white matter, the distance to the ventricles (mm) and its gradient, and
+    candidate lesion centres of each class (``(n, 3)`` int arrays)."""
+
+    allowed: np.ndarray
+    ventricle_distance: np.ndarray
+    ventricle_gradient: np.ndarray
+    candidates: dict[str, np.ndarray]
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, stride: int = 2) -> LesionAnatomy:
+        """Analyse ``labels`` (uint8 head label map). ``stride`` thins the candidate lists."""
+        cerebral = labels == CEREBRAL_WM
+        infratentorial = np.isin(labels, INFRATENTORIAL_WM)
+        ventricle_distance = ndimage.distance_transform_edt(
+            labels != LABELS["ventricles"]).astype(np.float32)
+        cortex_distance = ndimage.distance_transform_edt(
+            labels != LABELS["cortical_gm"]).astype(np.float32)
+        gradient = np.stack(np.gradient(ndimage.gaussian_filter(ventricle_distance, 1.5)))
+        thin = np.zeros(labels.shape, bool)
+        thin[::stride, ::stride, ::stride] = True
+        classes = {
+            "periventricular": cerebral & (ventricle_distance <= 4) & (ventricle_distance > 1),
+            "deep": cerebral & (ventricle_distance > 6) & (ventricle_distance < 25)
+            & (cortex_distance > 4),
+            "confluent": cerebral & (ventricle_distance <= 8) & (ventricle_distance > 1),
+            "juxtacortical": cerebral & (cortex_distance <= 2),
+            "infratentorial": infratentorial & (ndimage.binary_erosion(infratentorial, None, 2)),
+        }
+        candidates = {name: np.argwhere(mask & thin).astype(np.int32)
+                      for name, mask in classes.items()}
+        return cls(cerebral | infratentorial, ventricle_distance,
+                   gradient.astype(np.float32), candidates)
+
+
+def _rotation_to(axis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A rotation matrix whose first column is ``axis`` (unit), the others random."""
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-6)
+    helper = rng.standard_normal(3)
+    second = helper - helper.dot(axis) * axis
+    second /= max(float(np.linalg.norm(second)), 1e-6)
+    return np.stack([axis, second, np.cross(axis, second)], axis=1)
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def _blob(anatomy: LesionAnatomy, centre: np.ndarray, volume: float, kind: str,
+          rng: np.random.Generator) -> tuple[tuple[slice, ...], np.ndarray]:
+    """One lesion around ``centre`` (voxel): a noisy ellipsoid of about ``volume`` mm³,
+    oriented by class, clipped to the white matter. Returns the box and its mask."""
+    gradient = anatomy.ventricle_gradient[(slice(None), *centre)]
+    if kind == "deep":  # long axis perpendicular to the ventricle wall
+        elongation = rng.uniform(1.5, 3.0)
+        radii = np.array([elongation, 1.0, 1.0])
+        rotation = _rotation_to(gradient, rng)
+    elif kind in ("periventricular", "confluent"):  # flat along the wall
+        flatness = rng.uniform(1.5, 3.0)
+        radii = np.array([1.0 / flatness, 1.0, rng.uniform(1.0, 2.0)])
+        rotation = _rotation_to(gradient, rng)
+    else:
+        radii = rng.uniform(0.7, 1.4, 3)
+        rotation = _random_rotation(rng)
+    radii = radii * (3 * volume / (4 * np.pi * radii.prod())) ** (1 / 3)
+    half = int(np.ceil(radii.max() * 1.5)) + 2
+    shape = anatomy.allowed.shape
+    low = np.maximum(centre - half, 0)
+    high = np.minimum(centre + half + 1, shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    grid = np.indices(tuple(high - low), dtype=np.float32).reshape(3, -1)
+    offsets = grid - (centre - low)[:, None]
+    local = rotation.T @ offsets / radii[:, None]
+    distance = np.sqrt((local**2).sum(0)).reshape(tuple(high - low))
+    roughness = rng.uniform(0.1, 0.4)
+    noise = smooth_noise(distance.shape, rng, tuple(max(2, s // 4) for s in distance.shape))
+    inside = (distance + roughness * noise < 1.0) & anatomy.allowed[box]
+    labels, count = ndimage.label(inside)
+    here = tuple(centre - low)
+    if count > 1 and labels[here]:
+        inside = labels == labels[here]
+    return box, inside
+
+
+def simulate_lesions(anatomy: LesionAnatomy, rng: np.random.Generator,
+                     count: int | None = None) -> np.ndarray:
+    """A lesion mask (uint8, the label map's grid) with ``count`` lesions (default: none
+    with probability :data:`P_LESION_FREE`, else 1-60, mostly few)."""
+    if count is None:
+        free = rng.random() < P_LESION_FREE
+        count = 0 if free else min(MAX_LESIONS, 1 + int(rng.exponential(10)))
+    mask = np.zeros(anatomy.allowed.shape, np.uint8)
+    weights = CLASS_WEIGHTS / CLASS_WEIGHTS.sum()
+    for _ in range(count):
+        kind = LESION_CLASSES[int(rng.choice(len(LESION_CLASSES), p=weights))]
+        pool = anatomy.candidates[kind]
+        if not len(pool):
+            continue
+        low, high = VOLUME_RANGE_MM3[kind]
+        volume = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        centre = pool[int(rng.integers(len(pool)))]
+        parts = 1 if kind != "confluent" else int(rng.integers(3, 8))
+        for _ in range(parts):
+            jitter = rng.normal(0, 4, 3).round().astype(int) if parts > 1 else 0
+            here = np.clip(centre + jitter, 0, np.array(mask.shape) - 1)
+            if not anatomy.allowed[tuple(here)]:
+                here = centre
+            box, blob = _blob(anatomy, here, volume / parts, kind, rng)
+            mask[box] |= blob.astype(np.uint8)
+    return remove_small_lesions(mask, MIN_LESION_MM3)
+
+
+def remove_small_lesions(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """``mask`` without 26-connected components smaller than ``min_voxels``."""
+    labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
+    if not count:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
+
+
+def paint_lesions(rendered: np.ndarray, lesions: np.ndarray, intensity: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``rendered`` (label means on the label grid) with the lesions painted in at
+    ``intensity``: soft edges (partial volume) and a slowly varying texture inside."""
+    if not lesions.any():
+        return rendered
+    fraction = ndimage.gaussian_filter(lesions.astype(np.float32), 0.7)
+    texture = 1.0 + 0.08 * smooth_noise(rendered.shape, rng, 24)
+    return rendered * (1 - fraction) + intensity * texture * fraction
+
+
+def lesion_intensity(contrast: str, means: np.ndarray, rng: np.random.Generator) -> float:
+    """Mean lesion intensity for one image, from its label means, in the ordering each
+    contrast has: FLAIR and PD brighter than white matter, T1w darker than white matter (but
+    brighter than CSF), T2w between white matter and CSF; ``random``: anything."""
+    wm, csf = float(means[CEREBRAL_WM]), float(means[LABELS["ventricles"]])
+    if contrast == "FLAIR":
+        return min(1.0, wm * rng.uniform(1.35, 2.0))
+    if contrast == "T1w":
+        return wm - rng.uniform(0.3, 0.75) * (wm - csf)
+    if contrast == "T2w":
+        return wm + rng.uniform(0.45, 0.9) * (csf - wm)
+    if contrast == "PD":
+        return min(1.0, wm * rng.uniform(1.1, 1.35))
+    return float(rng.uniform(0, 1))

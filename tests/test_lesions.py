@@ -1,0 +1,157 @@
+"""Synthetic lesions (shapes, places, sizes, contrasts) and rigid registration of two
+contrasts of one head."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bids_dl.synth.contrasts import FAMILIES, label_intensities
+from bids_dl.synth.demo import LABELS_FILE, DemoImage, render_image
+from bids_dl.synth.labels import LABELS
+from bids_dl.synth.lesions import (
+    MIN_LESION_MM3,
+    LesionAnatomy,
+    _blob,
+    lesion_intensity,
+    paint_lesions,
+    simulate_lesions,
+)
+from bids_dl.utils.registration import rigid_register, world_overlap
+
+
+@pytest.fixture(scope="module")
+def head():
+    template = nib.load(str(LABELS_FILE))
+    labels = np.asarray(template.dataobj)
+    return labels, template.affine, LesionAnatomy.from_labels(labels)
+
+
+def _components(mask):
+    labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
+    return labels, count, np.bincount(labels.ravel())[1:]
+
+
+def test_lesions_lie_in_white_matter_with_real_sizes(head):
+    labels, _, anatomy = head
+    counts = []
+    for seed in range(12):
+        mask = simulate_lesions(anatomy, np.random.default_rng(seed))
+        _, count, sizes = _components(mask)
+        counts.append(count)
+        assert not (mask.astype(bool) & ~anatomy.allowed).any()
+        assert np.isin(labels[mask > 0], [LABELS["cerebral_wm"], LABELS["cerebellar_wm"],
+                                          LABELS["brainstem"]]).all()
+        if count:
+            assert sizes.min() >= MIN_LESION_MM3 and sizes.max() <= 30000
+        assert count <= 60
+    assert 0 in counts or simulate_lesions(anatomy, np.random.default_rng(0), 0).sum() == 0
+    assert max(counts) >= 5
+
+
+def test_lesions_are_seeded(head):
+    anatomy = head[2]
+    one = simulate_lesions(anatomy, np.random.default_rng(3), count=20)
+    two = simulate_lesions(anatomy, np.random.default_rng(3), count=20)
+    other = simulate_lesions(anatomy, np.random.default_rng(4), count=20)
+    assert np.array_equal(one, two) and not np.array_equal(one, other)
+    assert _components(one)[1] >= 8  # some of 20 merge or are clipped, most stay apart
+    assert simulate_lesions(anatomy, np.random.default_rng(3), count=0).sum() == 0
+
+
+def _principal_axes(mask):
+    points = np.argwhere(mask).astype(float)
+    values, vectors = np.linalg.eigh(np.cov((points - points.mean(0)).T))
+    return vectors[:, 0], vectors[:, -1]  # shortest, longest
+
+
+def test_lesion_shapes_follow_the_ventricles(head):
+    """Deep lesions point away from the ventricles; periventricular ones lie flat on them."""
+    anatomy = head[2]
+    rng = np.random.default_rng(0)
+    deep_cosines, flat_cosines = [], []
+    for kind, store in (("deep", deep_cosines), ("periventricular", flat_cosines)):
+        for _ in range(8):
+            pool = anatomy.candidates[kind]
+            centre = pool[int(rng.integers(len(pool)))]
+            box, blob = _blob(anatomy, centre, 600.0, kind, rng)
+            if blob.sum() < 200:  # clipped by the white matter: shape not measurable
+                continue
+            gradient = anatomy.ventricle_gradient[(slice(None), *centre)]
+            gradient = gradient / np.linalg.norm(gradient)
+            shortest, longest = _principal_axes(blob)
+            store.append(abs(longest @ gradient) if kind == "deep" else
+                         abs(shortest @ gradient))
+    assert len(deep_cosines) >= 4 and np.median(deep_cosines) > 0.8
+    assert len(flat_cosines) >= 4 and np.median(flat_cosines) > 0.7
+
+
+def test_lesion_contrast_orderings():
+    rng = np.random.default_rng(0)
+    wm, csf = LABELS["cerebral_wm"], LABELS["ventricles"]
+    for _ in range(50):
+        for contrast in ("FLAIR", "T1w", "T2w", "PD"):
+            means = label_intensities(contrast, rng)
+            value = lesion_intensity(contrast, means, rng)
+            if contrast in ("FLAIR", "PD"):
+                assert value > means[wm]
+            elif contrast == "T1w":
+                assert means[csf] < value < means[wm]
+            else:
+                assert means[wm] < value < means[csf]
+    assert set(FAMILIES) == {"T1w", "T2w", "FLAIR", "PD"}
+
+
+def test_painted_lesions_stand_out(head):
+    labels, _, anatomy = head
+    rng = np.random.default_rng(1)
+    mask = simulate_lesions(anatomy, rng, count=15)
+    means = label_intensities("FLAIR", rng)
+    painted = paint_lesions(means[labels], mask, lesion_intensity("FLAIR", means, rng), rng)
+    core = ndimage.binary_erosion(mask)
+    wm = (labels == LABELS["cerebral_wm"]) & ~ndimage.binary_dilation(mask, iterations=2)
+    assert painted[core].mean() > 1.2 * painted[wm].mean()
+
+
+def _motion(degrees: float, shift_mm) -> np.ndarray:
+    angle = np.deg2rad(degrees)
+    c, s = np.cos(angle), np.sin(angle)
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ np.array(
+        [[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    matrix[:3, 3] = shift_mm
+    return matrix
+
+
+def test_rigid_registration_of_a_moved_flair_to_a_t1w():
+    """The FLAIR of the head moved by 5 degrees (about two axes) and 5 mm is realigned to the
+    T1w to within 1 mm everywhere in the brain."""
+    template = nib.load(str(LABELS_FILE))
+    labels = np.asarray(template.dataobj)
+    t1w, truth = render_image(labels, template.affine, DemoImage("01", None, None, "T1w",
+                                                                 (1.0, 1.0, 1.0), 11), True)
+    flair = render_image(labels, template.affine, DemoImage("01", None, None, "FLAIR",
+                                                            (1.0, 1.0, 1.0), 11))
+    motion = _motion(5.0, [5.0, -3.0, 4.0])
+    voxels = np.linalg.inv(flair.affine) @ np.linalg.inv(motion) @ flair.affine
+    moved = ndimage.affine_transform(flair.get_fdata(dtype=np.float32), voxels[:3, :3],
+                                     voxels[:3, 3], order=1)
+    transform = rigid_register(t1w, nib.Nifti1Image(moved, flair.affine))
+    brain = np.argwhere(np.asarray(truth.dataobj) > 0)[::20].T
+    world = t1w.affine[:3, :3] @ brain + t1w.affine[:3, 3:]
+    error = np.linalg.norm(transform[:3, :3] @ world + transform[:3, 3:]
+                           - (motion[:3, :3] @ world + motion[:3, 3:]), axis=0)
+    assert error.max() < 1.0, error.max()
+
+
+def test_world_overlap():
+    image = nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4))
+    shifted = np.eye(4)
+    shifted[0, 3] = 5
+    far = np.eye(4)
+    far[0, 3] = 500
+    assert world_overlap(image, image) == pytest.approx(1.0)
+    assert world_overlap(image, nib.Nifti1Image(image.dataobj, shifted)) == pytest.approx(0.5)
+    assert world_overlap(image, nib.Nifti1Image(image.dataobj, far)) == 0.0
