@@ -204,3 +204,10 @@ def test_group_scales_and_flags_outliers(tmp_path):
     rows = result.table.read_text().splitlines()
     assert len(rows) == 1001 and rows[0].startswith("participant_id\tsession_id")
     assert rows[18].split("\t")[-2] == "800.0"
+
+
+def test_gpu_requested_without_one(small_bids, tmp_path, capsys):
+    code = main([str(small_bids), str(tmp_path / "out"), "participant", "-w",
+                 str(tmp_path / "w"), "--participant-label", "01", "--device", "gpu"])
+    assert code == EXIT_USAGE and "no GPU is visible" in _error(capsys)
+    assert not list((tmp_path / "out").glob("sub-*"))
