@@ -33,6 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     brain.add_argument("--threshold", type=float, default=0.5,
                        help="probability above which a voxel is brain (default 0.5)")
     brain.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    lesions = tasks.add_parser(
+        "lesion-segmentation",
+        help="white-matter lesions from a FLAIR and/or a T1w",
+        description="Lesion segmentation: writes OUT_PREFIX_mask.nii.gz (uint8), "
+        "OUT_PREFIX_probseg.nii.gz and OUT_PREFIX_lesions.tsv (one row per lesion) on the "
+        "grid of the FLAIR (of the T1w when alone). Give a FLAIR, a T1w or both (both: the "
+        "T1w is rigidly registered to the FLAIR first).",
+    )
+    lesions.add_argument("--flair", type=Path, help="FLAIR image (.nii or .nii.gz)")
+    lesions.add_argument("--t1w", type=Path, help="T1w image of the same session")
+    lesions.add_argument("out_prefix", metavar="OUT_PREFIX", help="prefix of the output files")
+    lesions.add_argument("--device", choices=DEVICES, default="auto",
+                         help="where the CNNs run (default: a GPU when there is one)")
+    lesions.add_argument("--threshold", type=float, default=0.5,
+                         help="probability above which a voxel is lesion (default 0.5)")
+    lesions.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     return parser
 
 
@@ -59,15 +75,39 @@ def run_brain_extraction(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_lesion_segmentation(args: argparse.Namespace) -> int:
+    from ..models.lesion_segmentation import segment_lesions
+
+    check_writable(args.out_prefix)
+    result = segment_lesions(args.flair, args.t1w, device=args.device,
+                             threshold=args.threshold)
+    written = result.write(args.out_prefix)
+    for warning in result.warnings:
+        print(f"bids-dl-infer: warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        for path in written:
+            print(f"wrote {path}")
+        measures = result.measures
+        print(f"lesions: {measures['LesionCount']}, {measures['LesionVolumeMl']:.2f} ml "
+              f"({100 * measures['LesionFractionOfBrain']:.2f} % of the brain; device: "
+              f"{result.device})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.task == "lesion-segmentation" and args.flair is None and args.t1w is None:
+        parser.error("lesion-segmentation: give --flair, --t1w or both")
     from ..models.registry import ModelIntegrityError
     from ..utils.device import DeviceError
     from ..utils.io import InputImageError
+    from ..utils.registration import RegistrationError
 
     try:
-        return {"brain-extraction": run_brain_extraction}[args.task](args)
-    except (InputImageError, DeviceError, ModelIntegrityError) as error:
+        return {"brain-extraction": run_brain_extraction,
+                "lesion-segmentation": run_lesion_segmentation}[args.task](args)
+    except (InputImageError, DeviceError, ModelIntegrityError, RegistrationError) as error:
         print(f"bids-dl-infer: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except OSError as error:

@@ -9,11 +9,11 @@ from pathlib import Path
 from .. import __version__
 from ..utils.device import DEVICES
 
-TASK_NAMES = ("brain-extraction",)
+TASK_NAMES = ("brain-extraction", "lesion-segmentation")
 
 DESCRIPTION = f"""\
-bids-dl {__version__}: deep-learning brain extraction (lesion segmentation and contrast
-synthesis to come) for every T1w, T2w and FLAIR image of a BIDS dataset, written as
+bids-dl {__version__}: deep-learning brain extraction and white-matter lesion segmentation
+(contrast synthesis to come) for the T1w, T2w and FLAIR images of a BIDS dataset, written as
 BIDS-Derivatives with visual reports. Runs fully offline, on a GPU when there is one."""
 
 EPILOG = """\
@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "cpu or gpu (error when none is visible)")
 
     tasks = parser.add_argument_group("Workflow configuration")
-    tasks.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES),
+    tasks.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=None,
                        metavar="TASK",
-                       help=f"which CNN tasks to run (default: all: {', '.join(TASK_NAMES)})")
+                       help=f"which CNN tasks to run, of {', '.join(TASK_NAMES)} (default: "
+                            "every task whose model is installed)")
 
     other = parser.add_argument_group("Other options")
     other.add_argument("-w", "--work-dir", type=Path, default=Path("work"),

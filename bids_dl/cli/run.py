@@ -195,7 +195,11 @@ def run_participant(opts, paths: Paths) -> int:
     if not selection.images:
         raise BIDSInputError(f"{paths.bids_dir}: nothing to process (no T1w, T2w or FLAIR "
                              "image in the selected participants)")
-    tasks = [TASKS[name] for name in opts.tasks]
+    from ..models.registry import available
+
+    names = opts.tasks or [name for name in TASKS if available(TASKS[name].model)]
+    tasks = [TASKS[name] for name in names]
+    LOGGER.info("tasks: %s", ", ".join(names))
     cards = {task.model: verify(get_entry(task.model)) for task in tasks}
     if opts.device == "gpu":
         check_gpu()

@@ -78,9 +78,27 @@ class InferenceEngine:
 
     def predict_grid(self, grid_image: np.ndarray) -> np.ndarray:
         """Model output (float32 probabilities) for one normalised grid image."""
-        batch = grid_image[None, ..., None].astype(np.float32)
+        return self.predict_channels(grid_image[..., None])[..., 0]
+
+    def predict_channels(self, grid_channels: np.ndarray) -> np.ndarray:
+        """Model output ``(x, y, z, outputs)`` for normalised inputs ``(x, y, z, inputs)``."""
+        batch = grid_channels[None].astype(np.float32)
         output = self.model.predict_on_batch(batch)  # NumPy out on every backend
-        return np.asarray(output, dtype=np.float32)[0, ..., 0]
+        return np.asarray(output, dtype=np.float32)[0]
+
+    def to_grid(self, data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray,
+                order: int = 1) -> np.ndarray:
+        """``data`` (native grid, ``affine``) on the model grid at ``grid_affine``:
+        anti-aliased, linear, outside the field of view filled with the image's minimum."""
+        source = anti_alias(data, affine, self.grid.spacing) if order else data
+        return resample_to_grid(source, affine, self.grid.shape, grid_affine, order=order,
+                                cval=float(data.min()))
+
+    @staticmethod
+    def to_native(grid_data: np.ndarray, grid_affine: np.ndarray, shape: tuple[int, ...],
+                  affine: np.ndarray) -> np.ndarray:
+        """Model-grid values resampled (linear) onto a native grid (``shape``, ``affine``)."""
+        return resample_to_grid(grid_data, grid_affine, shape, affine, order=1)
 
     def run(self, data: np.ndarray, affine: np.ndarray) -> EngineResult:
         """Probability map on the native grid of ``data`` (3D, voxel-to-world ``affine``)."""
@@ -111,7 +129,7 @@ class InferenceEngine:
             centre = found
         if self.grid_postprocess is not None:
             probability = self.grid_postprocess(probability)
-        native = resample_to_grid(probability, grid_affine, data.shape, affine, order=1)
+        native = self.to_native(probability, grid_affine, data.shape, affine)
         timings["resample_out"] = time.perf_counter() - tic
         return EngineResult(native, grid_affine, passes, timings)
 

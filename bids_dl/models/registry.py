@@ -50,6 +50,8 @@ class ModelEntry:
 REGISTRY: dict[str, ModelEntry] = {
     "brain-extraction": ModelEntry("brain-extraction", "brain_extraction.keras",
                                    "brain_extraction.json"),
+    "lesion-segmentation": ModelEntry("lesion-segmentation", "lesion_segmentation.keras",
+                                      "lesion_segmentation.json"),
 }
 
 
@@ -65,6 +67,12 @@ def get_entry(name: str) -> ModelEntry:
     if name not in REGISTRY:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def available(name: str) -> bool:
+    """Whether the model of task ``name`` is installed (weights and card present)."""
+    entry = get_entry(name)
+    return entry.weights_path.is_file() and entry.card_path.is_file()
 
 
 def verify(entry: ModelEntry) -> dict:

@@ -42,6 +42,25 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "component kept with holes filled. The mask covers the intracranial brain (brain "
             "tissue, ventricles and sulcal CSF), as HD-BET, deepbet and SynthStrip define it."
         )
+    card = cards.get("lesion-segmentation")
+    if card:
+        paragraphs.append(
+            "White-matter lesions were segmented per session with the bids-dl "
+            f"lesion-segmentation model (version {card.get('version')}, sha256 "
+            f"{str(card.get('sha256'))[:12]}), a 3D U-Net with two input channels (FLAIR and "
+            f"T1w; a missing contrast is given as zeros, as in training) trained for "
+            f"{card.get('steps')} steps only on synthetic heads with simulated periventricular,"
+            " deep, confluent, juxtacortical and infratentorial lesions. When both contrasts "
+            "were available, the T1w was first aligned to the FLAIR by a rigid registration "
+            "(SimpleITK, Mattes mutual information). The images were resampled to a 1.5 mm "
+            "grid centred on the brain (brain mask from the brain-extraction model), "
+            "normalised inside the brain, and segmented; lesion probabilities outside the "
+            "dilated brain mask were set to 0, resampled onto the FLAIR's grid (the T1w's when "
+            "alone), thresholded at 0.5, and lesions smaller than 10 mm3 were removed. Each "
+            "lesion was classed as infratentorial, periventricular (within 3 mm of the "
+            "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
+            "model's own ventricle, cortex and infratentorial outputs."
+        )
     paragraphs.append(
         "References: Gorgolewski K. et al. (2011) Nipype. Front. Neuroinform. 5:13. "
         "Yarkoni T. et al. (2019) PyBIDS. JOSS 4(40):1294. Hoopes A. et al. (2022) SynthStrip. "

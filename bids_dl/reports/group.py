@@ -1,6 +1,6 @@
 """Group level: ``group/measures.tsv`` and ``group/report.html`` from the derivatives.
 
-Outliers are flagged per measure and contrast by a robust z-score,
+Outliers are flagged per measure, task and contrast by a robust z-score,
 ``(x - median) / (1.4826 * MAD)``, beyond :data:`OUTLIER_Z`.
 """
 
@@ -63,24 +63,25 @@ def measures_table(images: list[MeasuredImage]) -> tuple[list[str], list[dict]]:
 
 
 def _strip_plot(measure: str, rows: list[dict], z: np.ndarray) -> str:
-    """An inline SVG strip plot of one measure per contrast, outliers in red."""
+    """An inline SVG strip plot of one measure per task and contrast, outliers in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    suffixes = sorted({row["suffix"] for row in rows})
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(suffixes)))
+    groups = sorted({(row["task"], row["suffix"]) for row in rows
+                     if isinstance(row[measure], (int, float))})
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(groups)))
     rng = np.random.default_rng(0)
-    for position, suffix in enumerate(suffixes):
-        chosen = [i for i, row in enumerate(rows) if row["suffix"] == suffix
+    for position, group in enumerate(groups):
+        chosen = [i for i, row in enumerate(rows) if (row["task"], row["suffix"]) == group
                   and isinstance(row[measure], (int, float))]
         values = np.array([rows[i][measure] for i in chosen], dtype=float)
         flagged = np.array([abs(z[i]) > OUTLIER_Z for i in chosen], dtype=bool)
         jitter = position + rng.uniform(-0.15, 0.15, len(chosen))
         ax.scatter(values[~flagged], jitter[~flagged], s=10, color="#3a6ea5", alpha=0.7)
         ax.scatter(values[flagged], jitter[flagged], s=18, color="#c00000")
-    ax.set_yticks(range(len(suffixes)), suffixes)
+    ax.set_yticks(range(len(groups)), [f"{task}: {suffix}" for task, suffix in groups])
     ax.set_xlabel(measure)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -108,15 +109,17 @@ def write_group(output_dir: Path, participants: list[str] | None = None) -> Grou
     outliers, plots, summary = [], [], []
     for measure in measure_names:
         z = np.full(len(rows), np.nan)
-        for suffix in sorted({row["suffix"] for row in rows}):
-            chosen = [i for i, row in enumerate(rows) if row["suffix"] == suffix]
+        for task, suffix in sorted({(row["task"], row["suffix"]) for row in rows}):
+            chosen = [i for i, row in enumerate(rows)
+                      if (row["task"], row["suffix"]) == (task, suffix)]
             values = np.array([rows[i][measure] if isinstance(rows[i][measure], (int, float))
                                else np.nan for i in chosen], dtype=float)
             z[chosen] = robust_z(values)
             finite = values[np.isfinite(values)]
             if finite.size:
                 median = float(np.median(finite))
-                summary.append({"measure": measure, "suffix": suffix, "n": int(finite.size),
+                summary.append({"measure": measure, "task": task, "suffix": suffix,
+                                "n": int(finite.size),
                                 "median": round(median, 4),
                                 "mad": round(float(np.median(np.abs(finite - median))), 4),
                                 "min": round(float(finite.min()), 4),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 from pathlib import Path
 
 from .derivatives import find_measured
+
+MAX_TABLE_ROWS = 30  # lesions listed in the report (all are in the TSV)
 
 
 def _environment():
@@ -27,12 +30,21 @@ def write_participant_report(output_dir: Path, subject: str, methods: str,
     for measured in find_measured(output_dir, [subject]):
         figure = measured.figure(output_dir)
         meta = measured.sidecar
+        table = measured.path.with_name(measured.path.name.replace("_mask.json", "_morph.tsv"))
+        rows = []
+        if table.is_file():
+            with open(table, newline="") as handle:
+                rows = list(csv.DictReader(handle, delimiter="\t"))
         images.append({
             "source": measured.source,
             "mask": measured.path.relative_to(output_dir).as_posix().replace(".json", ".nii.gz"),
             "measures": meta["Measures"], "model": meta.get("Model", {}),
             "device": meta.get("Device", "?"), "runtime": meta.get("RuntimeSeconds", "?"),
             "figure": figure.relative_to(output_dir).as_posix() if figure else None,
+            "task": meta.get("Model", {}).get("name", ""), "inputs": meta.get("Inputs"),
+            "warnings": meta.get("Warnings") or [], "table": rows[:MAX_TABLE_ROWS],
+            "table_rows": len(rows),
+            "table_file": table.relative_to(output_dir).as_posix() if rows else None,
         })
     html = _environment().get_template("participant.html").render(
         subject=subject, version=__version__, dataset=dataset, images=images,

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
-from ..models.grid import MODEL_SHAPE, MODEL_SPACING
+from ..models.grid import LESION_SHAPE, LESION_SPACING, MODEL_SHAPE, MODEL_SPACING
 from ..models.registry import get_entry, sha256
 from ..utils.io import atomic_path
 from .train import Recipe
@@ -23,6 +23,24 @@ LABEL_SOURCES = {
     "jhu189": "mricron-data: jhu189.nii.gz (held out: evaluation only)",
     "non-brain": "procedural (bids_dl.synth.head): CSF, dura, skull tables and diploe, scalp "
                  "fat, muscle, skin, eyes, orbital fat, face and neck tissue, air cavities",
+}
+
+
+CARD_IO = {
+    "brain-extraction": {
+        "input": {"grid_shape": list(MODEL_SHAPE), "spacing_mm": MODEL_SPACING,
+                  "axes": "world R, A, S", "channels": ["any MR contrast"],
+                  "normalisation": "0.5-99.5th percentile to 0-1"},
+        "output": "probability of brain (brain tissue, ventricles, sulcal CSF)"},
+    "lesion-segmentation": {
+        "input": {"grid_shape": list(LESION_SHAPE), "spacing_mm": LESION_SPACING,
+                  "axes": "world R, A, S, centred on the brain", "channels": ["FLAIR", "T1w"],
+                  "missing_input": "one model for FLAIR + T1w, FLAIR alone and T1w alone: a "
+                                   "missing contrast is a channel of zeros (as in training)",
+                  "normalisation": "1st-99th percentile inside the brain mask to 0-1, "
+                                   "clipped at 2"},
+        "output": "probabilities of: white-matter lesions, ventricles, cortex, "
+                  "infratentorial brain (the last three place each lesion)"},
 }
 
 
@@ -68,9 +86,7 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "sha256": sha256(target),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "architecture": "3D U-Net, group normalisation, sigmoid output (bids_dl.models.unet)",
-        "input": {"grid_shape": list(MODEL_SHAPE), "spacing_mm": MODEL_SPACING,
-                  "axes": "world R, A, S", "normalisation": "0.5-99.5th percentile to 0-1"},
-        "output": "probability of brain (brain tissue, ventricles, sulcal CSF)",
+        **CARD_IO[recipe.task],
         "recipe": json.loads(json.dumps(asdict(recipe))),
         "seed": recipe.seed,
         "steps": state["step"],

@@ -15,32 +15,44 @@ from pathlib import Path
 
 from .train import Recipe
 
+#: Recipe defaults that differ per task (lesions: whole lesion grid from the first step).
+TASK_DEFAULTS = {
+    "brain-extraction": {},
+    "lesion-segmentation": {"patch_steps": 0, "steps": 3000,
+                            "loss": "channel-wise soft Dice + binary cross-entropy (lesion "
+                                    "channel x2)"},
+}
+TASK_HELP = {"brain-extraction": "train the brain-extraction U-Net (1 input: any contrast)",
+             "lesion-segmentation": "train the lesion U-Net (2 inputs: FLAIR, T1w; either "
+                                    "may be missing)"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bids-dl-train", description=__doc__.split("\n")[0])
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
-    brain = tasks.add_parser("brain-extraction", help="train the brain-extraction U-Net")
-    defaults = Recipe()
-    brain.add_argument("--labels", type=Path, required=True,
-                       help="folder written by bids-dl-build-labels")
-    brain.add_argument("--work-dir", type=Path, required=True,
-                       help="checkpoints and state (resume by running again)")
-    brain.add_argument("--out-dir", type=Path, default=None,
-                       help="where to write the final .keras and card "
-                            "(default: the work dir; bids_dl/data/models to ship)")
-    brain.add_argument("--patch-steps", type=int, default=defaults.patch_steps)
-    brain.add_argument("--steps", type=int, default=defaults.steps,
-                       help="whole-grid steps after the patch phase")
-    brain.add_argument("--patch", type=int, default=defaults.patch)
-    brain.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    brain.add_argument("--filters", default=",".join(map(str, defaults.filters)))
-    brain.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    brain.add_argument("--seed", type=int, default=defaults.seed)
-    brain.add_argument("--workers", type=int, default=1, help="generator processes")
-    brain.add_argument("--stop-after", type=int, default=None, metavar="STEP",
-                       help="checkpoint and stop at this step (resume later)")
-    brain.add_argument("--no-evaluate", action="store_true",
-                       help="skip the held-out evaluation written into the card")
+    for task, overrides in TASK_DEFAULTS.items():
+        defaults = Recipe(task=task, **overrides)
+        sub = tasks.add_parser(task, help=TASK_HELP[task])
+        sub.add_argument("--labels", type=Path, required=True,
+                         help="folder written by bids-dl-build-labels")
+        sub.add_argument("--work-dir", type=Path, required=True,
+                         help="checkpoints and state (resume by running again)")
+        sub.add_argument("--out-dir", type=Path, default=None,
+                         help="where to write the final .keras and card "
+                              "(default: the work dir; bids_dl/data/models to ship)")
+        sub.add_argument("--patch-steps", type=int, default=defaults.patch_steps)
+        sub.add_argument("--steps", type=int, default=defaults.steps,
+                         help="whole-grid steps after the patch phase")
+        sub.add_argument("--patch", type=int, default=defaults.patch)
+        sub.add_argument("--batch-size", type=int, default=defaults.batch_size)
+        sub.add_argument("--filters", default=",".join(map(str, defaults.filters)))
+        sub.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+        sub.add_argument("--seed", type=int, default=defaults.seed)
+        sub.add_argument("--workers", type=int, default=1, help="generator processes")
+        sub.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                         help="checkpoint and stop at this step (resume later)")
+        sub.add_argument("--no-evaluate", action="store_true",
+                         help="skip the held-out evaluation written into the card")
     return parser
 
 
@@ -48,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "torch")
     recipe = Recipe(
-        filters=tuple(int(f) for f in args.filters.split(",")), patch=args.patch,
+        task=args.task, filters=tuple(int(f) for f in args.filters.split(",")), patch=args.patch,
         patch_steps=args.patch_steps, steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed,
+        loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )
     from .card import write_model
     from .train import train

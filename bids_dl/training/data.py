@@ -34,12 +34,14 @@ def _init_worker(heads: SyntheticHeads) -> None:
 
 
 def make_batch(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``(seed, step, batch_size)`` -> image and mask arrays ``(batch, 1, x, y, z)``
-    (channels-first) as float32; a pure function of its arguments."""
+    """Batch ``(seed, step, batch_size)`` -> image ``(batch, channels, x, y, z)`` and masks
+    ``(batch, targets, x, y, z)`` arrays (channels-first) as float32; a pure function of its
+    arguments."""
     seed, step, batch_size = args
     samples = [_HEADS.sample((seed, step, i)) for i in range(batch_size)]
-    images = np.stack([s.image for s in samples])[:, None]
-    masks = np.stack([s.mask for s in samples])[:, None].astype(np.float32)
+    images = np.stack([s.image if s.image.ndim == 4 else s.image[None] for s in samples])
+    masks = np.stack([s.mask if s.mask.ndim == 4 else s.mask[None]
+                      for s in samples]).astype(np.float32)
     return images, masks
 
 

@@ -50,11 +50,27 @@ class Recipe:
         return start + fraction * (self.final_learning_rate - start)
 
 
+#: Input and output channels of each task's model (lesion segmentation: FLAIR and T1w in;
+#: lesions, ventricles, cortex, infratentorial brain out).
+IN_CHANNELS = {"brain-extraction": 1, "lesion-segmentation": 2}
+OUT_CHANNELS = {"brain-extraction": 1, "lesion-segmentation": 4}
+
+
 def _build(recipe: Recipe, data_format: str):
     from ..models.unet import build_unet
 
-    return build_unet(recipe.filters, groups=recipe.groups, dropout=recipe.dropout,
-                      data_format=data_format)
+    return build_unet(recipe.filters, in_channels=IN_CHANNELS[recipe.task],
+                      out_channels=OUT_CHANNELS[recipe.task], groups=recipe.groups,
+                      dropout=recipe.dropout, data_format=data_format)
+
+
+def make_heads(task: str, maps: list, patch: int | None):
+    """The sample generator of ``task`` (``patch``: cubic patches, brain extraction only)."""
+    if task == "lesion-segmentation":
+        from ..synth.lesion_generator import LesionHeads
+
+        return LesionHeads(maps)
+    return SyntheticHeads(maps, patch_config(patch))
 
 
 def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
@@ -87,7 +103,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
     else:
         model = _build(recipe, "channels_first")
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
-                      loss=losses.dice_bce_loss)
+                      loss=losses.LOSSES[recipe.task])
     progress = keras.utils.Progbar(recipe.total_steps, verbose=verbose,
                                    stateful_metrics=["lr", "phase"])
     progress.update(start)
@@ -95,7 +111,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
                                            (recipe.patch_steps, recipe.total_steps, None)):
         if start >= phase_stop:
             continue
-        heads = SyntheticHeads(maps, patch_config(patch))
+        heads = make_heads(recipe.task, maps, patch)
         stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
                              recipe.batch_size, workers)
         tic = time.time()
@@ -117,7 +133,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
     from ..models.unet import to_channels_last
 
     shipped = to_channels_last(model, filters=recipe.filters, groups=recipe.groups,
-                               dropout=recipe.dropout)
+                               dropout=recipe.dropout, in_channels=IN_CHANNELS[recipe.task],
+                               out_channels=OUT_CHANNELS[recipe.task])
     shipped.save(final)
     return final
 

@@ -8,15 +8,8 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..interfaces.derivatives import DerivativesSink
-from ..utils.bids import KEPT_ENTITIES, AnatImage
-from .tasks import Task
-
-
-def image_key(image: AnatImage) -> str:
-    """A Nipype-safe name for one image within its participant: e.g. ``ses_1_run_2_T1w``."""
-    parts = [f"{KEPT_ENTITIES[name]}_{value}" for name, value in image.entities
-             if name != "subject"]
-    return "_".join([*parts, image.suffix])
+from ..utils.bids import AnatImage
+from .tasks import Task, Unit
 
 
 def bids_uri(image: AnatImage, dataset: str = "raw") -> str:
@@ -24,13 +17,13 @@ def bids_uri(image: AnatImage, dataset: str = "raw") -> str:
     return f"bids:{dataset}:{image.relpath}"
 
 
-def init_task_derivatives(task: Task, image: AnatImage, task_wf: pe.Workflow,
+def init_task_derivatives(task: Task, unit: Unit, task_wf: pe.Workflow,
                           output_dir: Path, workflow: pe.Workflow, key: str) -> None:
     """Connect ``task_wf``'s outputs to a :class:`DerivativesSink` that stores them under
-    their BIDS-Derivatives names in ``output_dir``."""
-    outputs = task.outputs
+    their BIDS-Derivatives names in ``output_dir`` (named after ``unit.reference``)."""
+    outputs, image = task.outputs, unit.reference
     merge = pe.Node(niu.Merge(len(outputs)), name=f"merge_{key}", run_without_submitting=True)
-    sources = [bids_uri(image)]
+    sources = [bids_uri(source) for _, source in unit.inputs]
     sink = pe.Node(DerivativesSink(
         out_dir=str(output_dir),
         relpaths=[output.relpath(image) for output in outputs],
@@ -49,16 +42,17 @@ def init_single_subject_wf(subject: str, images: list[AnatImage], tasks: list[Ta
                            model_ids: dict[str, str] | None = None) -> pe.Workflow:
     """Every task on every image of one participant; derivatives go to ``output_dir``."""
     workflow = pe.Workflow(name=f"sub_{subject}_wf")
-    for image in images:
-        for task in tasks:
-            if image.suffix not in task.applies_to:
-                continue
-            key = f"{task.name.replace('-', '_')}_{image_key(image)}"
+    for task in tasks:
+        for unit in task.select(images):
+            key = f"{task.name.replace('-', '_')}_{unit.key}"
+            roles = tuple(role for role, _ in unit.inputs)
             task_wf = task.init_wf(name=f"{key}_wf", device=device, omp_nthreads=omp_nthreads,
                                    model_id=(model_ids or {}).get(task.model, ""),
-                                   title=Path(image.relpath).name)
-            task_wf.inputs.inputnode.in_file = image.path
-            init_task_derivatives(task, image, task_wf, output_dir, workflow, key)
+                                   title=" + ".join(Path(i.relpath).name for _, i in unit.inputs),
+                                   roles=roles)
+            for role, source in unit.inputs:
+                setattr(task_wf.inputs.inputnode, role, source.path)
+            init_task_derivatives(task, unit, task_wf, output_dir, workflow, key)
     return workflow
 
 

@@ -14,12 +14,14 @@ BRAIN_EXTRACTION_MEM_GB = 1.5
 
 def init_brain_extraction_wf(name: str = "brain_extraction_wf", device: str = "auto",
                              omp_nthreads: int = 1, model_id: str = "",
-                             title: str = "") -> pe.Workflow:
+                             title: str = "", roles: tuple[str, ...] = ("in_file",),
+                             ) -> pe.Workflow:
     """Brain mask, probability and masked image of one head image (any contrast).
 
     Inputs: ``inputnode.in_file`` (3D NIfTI). Outputs (``outputnode``): ``out_mask``,
     ``out_probseg``, ``out_brain`` (all on the input grid), ``out_report`` (SVG mosaic),
-    ``metadata`` (model, device, runtime, measures).
+    ``metadata`` (model, device, runtime, measures). ``roles`` is always ``("in_file",)``
+    (the signature every task's workflow factory shares).
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="inputnode")

@@ -1,0 +1,230 @@
+"""Lesion segmentation: white-matter lesions from FLAIR + T1w, FLAIR alone or T1w alone.
+
+Path: load the images -> (both) rigid registration of the T1w to the FLAIR in world space ->
+brain mask of the reference image (FLAIR, else T1w) by the brain-extraction model -> the
+shared engine's grid (1.5 mm, centred on the brain) -> per-channel normalisation inside the
+brain -> one U-Net (a missing contrast is a channel of zeros) -> lesion probability restricted
+to the brain, resampled onto the reference grid -> mask and per-lesion table (volume, centroid,
+probabilities, location from the model's ventricle, cortex and infratentorial outputs).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from ..utils.io import InputImageError, atomic_path, load_volume, write_images_atomically
+from .engine import GridSpec, InferenceEngine
+from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
+
+TASK = "lesion-segmentation"
+THRESHOLD = 0.5
+MIN_LESION_MM3 = 10.0
+PERIVENTRICULAR_MM = 3.0  # a lesion this close to the ventricles is periventricular
+JUXTACORTICAL_MM = 1.5  # ... this close to the cortex, juxtacortical (at least one voxel:
+# on thick slices, touching through the slices is one slice thickness away)
+THICK_SLICE_MM = 7.0  # thicker slices: a warning (small lesions are missed)
+TABLE_COLUMNS = ("lesion_id", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                 "peak_probability", "mean_probability", "location")
+_SUBJECT = re.compile(r"(?:^|_)sub-([A-Za-z0-9]+)")
+
+
+@dataclass
+class LesionResult:
+    """Outputs on the reference grid (the FLAIR's, or the T1w's when alone): ``mask``
+    (uint8), ``probseg`` (0-1), ``lesions`` (table rows), ``measures``, the inputs used, the
+    T1w-to-FLAIR registration (4x4, RAS mm) and warnings."""
+
+    mask: nib.Nifti1Image
+    probseg: nib.Nifti1Image
+    lesions: list[dict]
+    measures: dict
+    inputs: dict[str, str]
+    registration: list[list[float]] | None
+    device: str
+    model: dict
+    warnings: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    def write(self, out_prefix: str | os.PathLike) -> list[Path]:
+        """``<prefix>_mask.nii.gz``, ``_probseg.nii.gz`` and ``_lesions.tsv`` (all or none)."""
+        prefix = str(out_prefix)
+        table = Path(f"{prefix}_lesions.tsv")
+        with atomic_path(table) as tmp:
+            write_lesion_table(self.lesions, Path(tmp))
+            written = write_images_atomically({Path(f"{prefix}_mask.nii.gz"): self.mask,
+                                               Path(f"{prefix}_probseg.nii.gz"): self.probseg})
+        return [*written, table]
+
+
+def write_lesion_table(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, TABLE_COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _subject(path: str | os.PathLike) -> str | None:
+    found = _SUBJECT.search(Path(path).name)
+    return found.group(1) if found else None
+
+
+def check_pair(flair: str | os.PathLike, t1w: str | os.PathLike) -> None:
+    """FLAIR and T1w named for different BIDS participants are an error."""
+    a, b = _subject(flair), _subject(t1w)
+    if a and b and a != b:
+        raise InputImageError(f"{flair} (sub-{a}) and {t1w} (sub-{b}): the FLAIR and the "
+                              "T1w belong to different participants")
+
+
+def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
+                 ventricles: np.ndarray, cortex: np.ndarray, infratentorial: np.ndarray,
+                 ) -> list[dict]:
+    """One row per 26-connected lesion of ``mask`` (native grid, ``affine``): volume (mm³),
+    centroid (world mm), peak and mean probability, and location: ``infratentorial`` (mostly
+    in the infratentorial brain), ``periventricular`` (within 3 mm of the ventricles),
+    ``juxtacortical`` (within 1.5 mm of the cortex; both at least one voxel) or ``deep``."""
+    labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
+    if not count:
+        return []
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+    to_ventricles = ndimage.distance_transform_edt(~ventricles, sampling=zooms)
+    to_cortex = ndimage.distance_transform_edt(~cortex, sampling=zooms)
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(np.ones_like(probability), labels, index)
+    centroids = ndimage.center_of_mass(np.ones_like(probability), labels, index)
+    peaks = ndimage.maximum(probability, labels, index)
+    means = ndimage.mean(probability, labels, index)
+    near_ventricles = ndimage.minimum(to_ventricles, labels, index)
+    near_cortex = ndimage.minimum(to_cortex, labels, index)
+    below = ndimage.mean(infratentorial.astype(np.float32), labels, index)
+    order = np.argsort(-sizes, kind="stable")
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        if below[i] > 0.5:
+            location = "infratentorial"
+        elif near_ventricles[i] <= max(PERIVENTRICULAR_MM, zooms.max()):
+            location = "periventricular"
+        elif near_cortex[i] <= max(JUXTACORTICAL_MM, zooms.max()):
+            location = "juxtacortical"
+        else:
+            location = "deep"
+        world = affine[:3, :3] @ np.array(centroids[i]) + affine[:3, 3]
+        rows.append({"lesion_id": rank, "volume_mm3": round(float(sizes[i]) * voxel_mm3, 1),
+                     "centroid_x_mm": round(float(world[0]), 1),
+                     "centroid_y_mm": round(float(world[1]), 1),
+                     "centroid_z_mm": round(float(world[2]), 1),
+                     "peak_probability": round(float(peaks[i]), 3),
+                     "mean_probability": round(float(means[i]), 3), "location": location})
+    return rows
+
+
+def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float) -> np.ndarray:
+    """``mask`` without 26-connected components smaller than ``min_mm3``."""
+    labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
+    if not count:
+        return mask
+    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+    sizes = np.bincount(labels.ravel()) * voxel_mm3
+    keep = sizes >= min_mm3
+    keep[0] = False
+    return keep[labels]
+
+
+def _thickest_slice(image: nib.Nifti1Image) -> float:
+    return float(np.sqrt((image.affine[:3, :3] ** 2).sum(0)).max())
+
+
+def segment_lesions(flair: str | os.PathLike | None = None,
+                    t1w: str | os.PathLike | None = None, device: str = "auto",
+                    threshold: float = THRESHOLD) -> LesionResult:
+    """Segment white-matter lesions; at least one of ``flair`` and ``t1w``. Raises
+    :class:`InputImageError` for unusable input (before any model is loaded)."""
+    if flair is None and t1w is None:
+        raise InputImageError("lesion segmentation needs a FLAIR, a T1w or both")
+    if flair is not None and t1w is not None:
+        check_pair(flair, t1w)
+    tic = time.perf_counter()
+    loaded = {name: load_volume(path) for name, path in (("FLAIR", flair), ("T1w", t1w))
+              if path is not None}
+    reference_name = "FLAIR" if "FLAIR" in loaded else "T1w"
+    ref_data, ref_image = loaded[reference_name]
+    warnings = [f"{name}: {thickness:.1f} mm voxels; lesions smaller than that are missed"
+                for name, (_, image) in loaded.items()
+                if (thickness := _thickest_slice(image)) > THICK_SLICE_MM]
+    timings = {"load": time.perf_counter() - tic}
+    from ..utils.device import configure_device, device_in_use
+
+    configure_device(device)
+    affines = {name: image.affine for name, (_, image) in loaded.items()}
+    registration = None
+    if len(loaded) == 2:
+        from ..utils.registration import rigid_register
+
+        tic = time.perf_counter()
+        transform = rigid_register(loaded["FLAIR"][1], loaded["T1w"][1])
+        affines["T1w"] = np.linalg.inv(transform) @ loaded["T1w"][1].affine
+        registration = transform.round(6).tolist()
+        timings["register"] = time.perf_counter() - tic
+    from .brain_extraction import brain_probability
+    from .registry import load_model
+
+    tic = time.perf_counter()
+    brain = brain_probability(ref_image) > 0.5
+    timings["brain_mask"] = time.perf_counter() - tic
+    model, card = load_model(TASK)
+    used = device_in_use(device)
+    engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
+    tic = time.perf_counter()
+    voxel = np.array(ndimage.center_of_mass(brain)) if brain.any() else (
+        np.array(ref_data.shape) - 1) / 2
+    centre = ref_image.affine[:3, :3] @ voxel + ref_image.affine[:3, 3]
+    grid_affine = engine.grid.affine(centre)
+    grid_brain = engine.to_grid(brain.astype(np.float32), ref_image.affine, grid_affine) > 0.5
+    channels = []
+    for name in ("FLAIR", "T1w"):
+        if name in loaded:
+            grid = engine.to_grid(loaded[name][0], affines[name], grid_affine)
+            channels.append(normalise_in_mask(grid, grid_brain))
+        else:
+            channels.append(np.zeros(engine.grid.shape, np.float32))
+    timings["resample_in"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    outputs = engine.predict_channels(np.stack(channels, axis=-1))
+    timings["predict"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    search = ndimage.binary_dilation(grid_brain, iterations=2)
+    outputs[..., 0] *= search
+    native = [engine.to_native(outputs[..., k], grid_affine, ref_data.shape, ref_image.affine)
+              for k in range(outputs.shape[-1])]
+    probability = np.clip(native[0], 0, 1)
+    mask = remove_small(probability > threshold, ref_image.affine, MIN_LESION_MM3)
+    rows = lesion_table(probability, mask, ref_image.affine, native[1] > 0.5,
+                        native[2] > 0.5, native[3] > 0.5)
+    voxel_ml = abs(float(np.linalg.det(ref_image.affine[:3, :3]))) / 1000
+    brain_ml = float(brain.sum()) * voxel_ml
+    lesion_ml = float(mask.sum()) * voxel_ml
+    measures = {"LesionCount": len(rows), "LesionVolumeMl": round(lesion_ml, 3),
+                "BrainVolumeMl": round(brain_ml, 2),
+                "LesionFractionOfBrain": round(lesion_ml / brain_ml, 6) if brain_ml else 0.0}
+    timings["postprocess"] = time.perf_counter() - tic
+    from .brain_extraction import _derived
+
+    return LesionResult(
+        mask=_derived(ref_image, mask, np.uint8),
+        probseg=_derived(ref_image, probability, np.float32, np.uint8),
+        lesions=rows, measures=measures,
+        inputs={name: str(path) for name, path in (("FLAIR", flair), ("T1w", t1w)) if path},
+        registration=registration, device=used,
+        model={"name": card.get("name", TASK), "version": card.get("version"),
+               "sha256": card.get("sha256")},
+        warnings=warnings, timings=timings)

@@ -1,0 +1,148 @@
+"""Training samples for lesion segmentation: co-registered FLAIR and T1w of one synthetic head
+with synthetic lesions, on the lesion model grid.
+
+Each sample: a head label map, fresh lesions (:mod:`bids_dl.synth.lesions`), one random
+geometry (affine + warp) shared by both contrasts, then per contrast its own label
+intensities (FLAIR or T1w ordering, lesions painted in), texture, bias field, resolution (FLAIR
+often with thick slices), noise and gamma, normalised inside the brain. A contrast is left out
+(all zeros) at random, so one model serves FLAIR + T1w, FLAIR alone and T1w alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..models.grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
+from ..utils.resample import smooth_noise
+from .contrasts import label_intensities
+from .generator import GeneratorConfig, add_noise, degrade_resolution, sample_coordinates
+from .labels import HEAD_AFFINE, LABELS, brain_mask
+from .lesions import LesionAnatomy, lesion_intensity, paint_lesions, simulate_lesions
+
+CHANNELS = ("FLAIR", "T1w")
+#: Output channels of the lesion model: the lesions, plus the structures that place them
+#: (ventricles, cortex, infratentorial brain) for the per-lesion location classes.
+TARGETS = ("lesions", "ventricles", "cortex", "infratentorial")
+_TARGET_LABELS = {"ventricles": (LABELS["ventricles"],), "cortex": (LABELS["cortical_gm"],),
+                  "infratentorial": (LABELS["cerebellar_gm"], LABELS["cerebellar_wm"],
+                                     LABELS["brainstem"])}
+
+
+@dataclass
+class LesionConfig:
+    """Ranges of the lesion samples (grid in mm; probabilities of left-out contrasts)."""
+
+    geometry: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(
+        out_shape=LESION_SHAPE, spacing=LESION_SPACING, max_rotation=20.0, max_shift=8.0,
+        max_warp=2.0, max_bias=0.35, max_noise=0.05))
+    p_flair_only: float = 0.2
+    p_t1w_only: float = 0.2
+    p_thick_flair: float = 0.5
+    p_thick_t1w: float = 0.15
+
+
+@dataclass
+class LesionSample:
+    """``image`` (channels-first float32 ``(2, x, y, z)``: FLAIR, T1w; a left-out contrast is
+    zeros), ``mask`` (uint8 ``(4, x, y, z)``, :data:`TARGETS`), ``brain`` (uint8),
+    ``present`` (which contrasts)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    brain: np.ndarray
+    present: tuple[bool, bool]
+    affine: np.ndarray
+
+
+class LesionHeads:
+    """Renders lesion samples from head label maps (uint8, :data:`HEAD_AFFINE` grid)."""
+
+    def __init__(self, label_maps: list[np.ndarray], config: LesionConfig | None = None):
+        if not label_maps:
+            raise ValueError("no label maps given")
+        self.label_maps = label_maps
+        self.config = config or LesionConfig()
+        self._anatomies: dict[int, LesionAnatomy] = {}
+        self.masks = [brain_mask(labels).astype(np.float32) for labels in label_maps]
+        self.centres = []
+        for mask in self.masks:
+            centre = np.array(ndimage.center_of_mass(mask))
+            self.centres.append(HEAD_AFFINE[:3, :3] @ centre + HEAD_AFFINE[:3, 3])
+
+    def anatomy(self, index: int) -> LesionAnatomy:
+        if index not in self._anatomies:
+            self._anatomies[index] = LesionAnatomy.from_labels(self.label_maps[index])
+        return self._anatomies[index]
+
+    def sample(self, seed, label_map: int | None = None, lesion_count: int | None = None,
+               present: tuple[bool, bool] | None = None) -> LesionSample:
+        """One sample, a pure function of ``seed`` (and the optional fixed choices)."""
+        rng = np.random.default_rng(seed)
+        config = self.config
+        index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
+        labels = self.label_maps[index]
+        lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
+        coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
+                                                 config.geometry)
+        brain = ndimage.map_coordinates(self.masks[index], coordinates, order=1,
+                                        prefilter=False) >= 0.5
+        targets = [ndimage.map_coordinates(lesions.astype(np.float32), coordinates, order=1,
+                                           prefilter=False) >= 0.5]
+        for name in TARGETS[1:]:
+            structure = np.isin(labels, _TARGET_LABELS[name]).astype(np.float32)
+            targets.append(ndimage.map_coordinates(structure, coordinates, order=1,
+                                                   prefilter=False) >= 0.5)
+        if present is None:
+            draw = rng.random()
+            present = ((True, False) if draw < config.p_flair_only else
+                       (False, True) if draw < config.p_flair_only + config.p_t1w_only else
+                       (True, True))
+        box = _lesion_box(lesions)
+        channels = []
+        for contrast, kept in zip(CHANNELS, present):
+            image = self._render(labels, lesions, box, contrast, coordinates, rng)
+            channels.append(image if kept else np.zeros_like(image))
+        image = normalise_channels(np.stack(channels), brain)
+        return LesionSample(image, np.stack(targets).astype(np.uint8),
+                            brain.astype(np.uint8), tuple(present), affine)
+
+    def _render(self, labels, lesions, box, contrast: str, coordinates: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+        config = self.config
+        means = label_intensities(contrast, rng)
+        volume = means[labels]
+        if box is not None:
+            volume[box] = paint_lesions(volume[box], lesions[box],
+                                        lesion_intensity(contrast, means, rng), rng)
+        image = ndimage.map_coordinates(volume, coordinates, order=1, prefilter=False)
+        shape = config.geometry.out_shape
+        image *= 1.0 + rng.uniform(0, 0.08) * smooth_noise(shape, rng, 24)
+        image *= np.exp(rng.uniform(0, config.geometry.max_bias) * smooth_noise(shape, rng, 4))
+        thick = config.p_thick_flair if contrast == "FLAIR" else config.p_thick_t1w
+        geometry = GeneratorConfig(**{**config.geometry.__dict__, "p_thick_slices": thick})
+        image = degrade_resolution(image, rng, geometry)
+        image = add_noise(image / max(float(image.max()), 1e-6), rng, geometry)
+        image = np.clip(image, 0, None) ** np.exp(rng.uniform(-0.2, 0.2))
+        return image.astype(np.float32)
+
+
+def _lesion_box(lesions: np.ndarray, margin: int = 4):
+    """Bounding box (slices) of the lesions plus ``margin`` voxels, or None without any."""
+    found = np.argwhere(lesions)
+    if not len(found):
+        return None
+    low = np.maximum(found.min(0) - margin, 0)
+    high = np.minimum(found.max(0) + margin + 1, lesions.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def normalise_channels(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Each present (non-zero) channel of ``(C, x, y, z)`` normalised inside ``brain``."""
+    out = np.zeros_like(image, dtype=np.float32)
+    for channel in range(image.shape[0]):
+        if image[channel].any():
+            out[channel] = normalise_in_mask(image[channel], brain)
+    return out

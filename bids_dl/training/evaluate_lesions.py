@@ -1,0 +1,139 @@
+"""Held-out evaluation of lesion segmentation: synthetic heads of the held-out anatomy with
+lesions (seeds never used in training), lesion-free heads, and the healthy Colin27 T1w.
+
+Metrics: voxel Dice; lesion-wise sensitivity (true lesions of at least 100 mm³ touched by the
+predicted mask), precision (predicted lesions touching a true one) and F1; false-positive
+volume (ml) where there are no lesions. Everything goes through the shipped inference path
+(:func:`bids_dl.models.lesion_segmentation.segment_lesions`) on NIfTI files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from ..synth.contrasts import label_intensities
+from ..synth.generator import GeneratorConfig, add_noise
+from ..synth.labels import HEAD_AFFINE
+from ..synth.lesions import LesionAnatomy, lesion_intensity, paint_lesions, simulate_lesions
+from ..utils.resample import smooth_noise
+from .data import load_label_maps
+
+SEED_OFFSET = 10_000_000  # evaluation seeds: far from any training (seed, step, index)
+MODES = {"FLAIR+T1w": (True, True), "FLAIR": (True, False), "T1w": (False, True)}
+Segmenter = Callable[[str | None, str | None], np.ndarray]
+
+
+def render_case(labels: np.ndarray, anatomy: LesionAnatomy, seed: int,
+                lesion_count: int | None = None, flair_slice_mm: int | None = None,
+                ) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray, np.ndarray]:
+    """A FLAIR and a T1w (1 mm, the label grid; the FLAIR with thick axial slices when
+    ``flair_slice_mm``) of one head with lesions; returns them and the true lesion masks on
+    the FLAIR's and on the T1w's grid."""
+    rng = np.random.default_rng([SEED_OFFSET, seed])
+    lesions = simulate_lesions(anatomy, rng, lesion_count)
+    images = {}
+    for contrast in ("FLAIR", "T1w"):
+        means = label_intensities(contrast, rng)
+        volume = paint_lesions(means[labels], lesions, lesion_intensity(contrast, means, rng),
+                               rng)
+        volume = ndimage.gaussian_filter(volume, 0.5)
+        volume *= np.exp(0.2 * smooth_noise(labels.shape, rng, 4))
+        affine = HEAD_AFFINE.copy()
+        truth = lesions
+        if contrast == "FLAIR" and flair_slice_mm:
+            step = int(flair_slice_mm)
+            volume = ndimage.gaussian_filter1d(volume, step / 2.355, axis=2)[:, :, step // 2::step]
+            truth = lesions[:, :, step // 2::step]
+            affine[:3, 3] += HEAD_AFFINE[:3, :3] @ np.array([0, 0, step // 2])
+            affine[:3, 2] *= step
+        volume = add_noise(volume / volume.max(), rng, GeneratorConfig(max_noise=0.03))
+        images[contrast] = (nib.Nifti1Image((volume * 1000).astype(np.float32), affine), truth)
+    return images["FLAIR"][0], images["T1w"][0], images["FLAIR"][1], images["T1w"][1]
+
+
+def lesion_metrics(predicted: np.ndarray, truth: np.ndarray, voxel_mm3: float,
+                   min_true_mm3: float = 100.0) -> dict[str, float]:
+    """Voxel Dice and lesion-wise sensitivity (true lesions >= ``min_true_mm3``), precision,
+    F1 (26-connected lesions; a lesion is found when the other mask touches it)."""
+    predicted, truth = predicted.astype(bool), truth.astype(bool)
+    structure = np.ones((3, 3, 3))
+    total = predicted.sum() + truth.sum()
+    dice = 2 * float((predicted & truth).sum()) / total if total else 1.0
+    true_labels, n_true = ndimage.label(truth, structure)
+    pred_labels, n_pred = ndimage.label(predicted, structure)
+    sizes = np.bincount(true_labels.ravel())[1:] * voxel_mm3
+    hit_true = np.array([predicted[true_labels == i + 1].any() for i in range(n_true)], bool)
+    hit_pred = np.array([truth[pred_labels == i + 1].any() for i in range(n_pred)], bool)
+    large = sizes >= min_true_mm3
+    sensitivity = float(hit_true[large].mean()) if large.any() else 1.0
+    recall_all = float(hit_true.mean()) if n_true else 1.0
+    precision = float(hit_pred.mean()) if n_pred else 1.0
+    f1 = 2 * precision * recall_all / (precision + recall_all) if precision + recall_all else 0.0
+    return {"dice": round(dice, 4), "sensitivity_ge_100mm3": round(sensitivity, 4),
+            "precision": round(precision, 4), "f1": round(f1, 4), "true_lesions": int(n_true),
+            "predicted_lesions": int(n_pred),
+            "false_positive_ml": round(float((predicted & ~truth).sum()) * voxel_mm3 / 1000, 3)}
+
+
+def _segment_files(segment: Segmenter, flair, t1w, mode: str) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, image, wanted in (("FLAIR", flair, MODES[mode][0]),
+                                    ("T1w", t1w, MODES[mode][1])):
+            if wanted:
+                paths[name] = str(Path(tmp) / f"{name}.nii.gz")
+                nib.save(image, paths[name])
+        return segment(paths.get("FLAIR"), paths.get("T1w"))
+
+
+def synthetic_lesions(segment: Segmenter, labels_dir: Path, cases: int = 3,
+                      modes: tuple[str, ...] = tuple(MODES), flair_slice_mm: int | None = None,
+                      ) -> dict[str, dict[str, float]]:
+    """Mean metrics per input mode over ``cases`` held-out heads with 15-40 lesions."""
+    maps, _ = load_label_maps(labels_dir, "heldout")
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
+    for case in range(cases):
+        labels = maps[case % len(maps)]
+        anatomy = LesionAnatomy.from_labels(labels)
+        count = 15 + (case * 11) % 26
+        flair, t1w, truth, truth_t1w = render_case(labels, anatomy, case, count,
+                                                   flair_slice_mm)
+        voxel = abs(float(np.linalg.det(flair.affine[:3, :3])))
+        for mode in modes:
+            predicted = _segment_files(segment, flair, t1w, mode)
+            if mode == "T1w":  # predicted on the T1w grid: compare there
+                results[mode].append(lesion_metrics(predicted, truth_t1w, 1.0))
+            else:
+                results[mode].append(lesion_metrics(predicted, truth, voxel))
+    return {mode: {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
+            for mode, rows in results.items()}
+
+
+def lesion_free(segment: Segmenter, labels_dir: Path, cases: int = 2) -> dict[str, float]:
+    """False-positive volume (ml) on held-out heads without lesions, FLAIR + T1w."""
+    maps, _ = load_label_maps(labels_dir, "heldout")
+    volumes = []
+    for case in range(cases):
+        labels = maps[case % len(maps)]
+        flair, t1w, _, _ = render_case(labels, LesionAnatomy.from_labels(labels), 100 + case,
+                                       0)
+        predicted = _segment_files(segment, flair, t1w, "FLAIR+T1w")
+        volumes.append(float(predicted.sum()) * abs(np.linalg.det(flair.affine[:3, :3])) / 1000)
+    return {"mean_false_positive_ml": round(float(np.mean(volumes)), 3),
+            "max_false_positive_ml": round(float(np.max(volumes)), 3)}
+
+
+def colin27_t1w_false_positives(segment: Segmenter) -> float:
+    """Lesion volume (ml) found in the healthy Colin27 head (T1w alone)."""
+    from ..synth.sources import colin27
+
+    head, _ = colin27()
+    predicted = segment(None, str(head))
+    image = nib.load(str(head))
+    return round(float(predicted.sum()) * abs(np.linalg.det(image.affine[:3, :3])) / 1000, 3)

@@ -1,0 +1,94 @@
+"""The lesion task's pieces that need no trained model: the per-lesion table and its
+location classes, session pairing, the pairing check, and the derivative names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bids_dl.models.lesion_segmentation import check_pair, lesion_table, remove_small
+from bids_dl.utils.bids import AnatImage
+from bids_dl.utils.io import InputImageError
+from bids_dl.workflows.tasks import TASKS, lesion_units
+
+
+def test_lesion_table_volumes_centroids_and_locations():
+    shape, affine = (60, 60, 60), np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[:3, 3] = (-30, -30, -60)
+    ventricles = np.zeros(shape, bool)
+    ventricles[25:35, 25:35, 30:40] = True
+    cortex = np.zeros(shape, bool)
+    cortex[:, :, 55:] = True
+    infratentorial = np.zeros(shape, bool)
+    infratentorial[:, :, :12] = True
+    mask = np.zeros(shape, bool)
+    mask[36:39, 28:31, 33:35] = True  # beside the ventricles: 18 voxels
+    mask[10:14, 10:14, 53:55] = True  # touching the cortex (2 mm voxels along z): 32 voxels
+    mask[45:50, 45:50, 20:24] = True  # deep: 100 voxels, largest
+    mask[30:33, 30:33, 4:7] = True  # infratentorial: 27 voxels
+    probability = np.where(mask, 0.8, 0.0)
+    probability[47, 47, 22] = 0.97
+    rows = lesion_table(probability, mask, affine, ventricles, cortex, infratentorial)
+    assert [row["lesion_id"] for row in rows] == [1, 2, 3, 4]
+    assert [row["location"] for row in rows] == ["deep", "juxtacortical", "infratentorial",
+                                                "periventricular"]
+    assert [row["volume_mm3"] for row in rows] == [200.0, 64.0, 54.0, 36.0]
+    deep = rows[0]
+    assert (deep["centroid_x_mm"], deep["centroid_y_mm"], deep["centroid_z_mm"]) == (
+        17.0, 17.0, -17.0)
+    assert deep["peak_probability"] == pytest.approx(0.97)
+    assert deep["mean_probability"] == pytest.approx((99 * 0.8 + 0.97) / 100, abs=1e-3)
+    assert lesion_table(probability, np.zeros(shape, bool), affine, ventricles, cortex,
+                        infratentorial) == []
+
+
+def test_remove_small_counts_mm3():
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:4, 2:4, 2:4] = True  # 8 voxels
+    mask[10:13, 10:13, 10:13] = True  # 27 voxels
+    kept = remove_small(mask, np.diag([1, 1, 1, 1.0]), 10)
+    assert kept.sum() == 27
+    assert remove_small(mask, np.diag([1, 1, 2, 1.0]), 10).sum() == 35
+
+
+def _image(relpath: str, suffix: str, **entities) -> AnatImage:
+    return AnatImage(f"/data/{relpath}", suffix, tuple(entities.items()), relpath)
+
+
+def test_sessions_pair_flair_with_t1w():
+    images = [
+        _image("sub-1/ses-a/anat/sub-1_ses-a_run-1_T1w.nii.gz", "T1w", subject="1",
+               session="a", run="1"),
+        _image("sub-1/ses-a/anat/sub-1_ses-a_run-2_T1w.nii.gz", "T1w", subject="1",
+               session="a", run="2"),
+        _image("sub-1/ses-a/anat/sub-1_ses-a_run-2_FLAIR.nii.gz", "FLAIR", subject="1",
+               session="a", run="2"),
+        _image("sub-1/ses-b/anat/sub-1_ses-b_T1w.nii.gz", "T1w", subject="1", session="b"),
+        _image("sub-1/ses-c/anat/sub-1_ses-c_FLAIR.nii.gz", "FLAIR", subject="1", session="c"),
+        _image("sub-1/ses-d/anat/sub-1_ses-d_T2w.nii.gz", "T2w", subject="1", session="d"),
+    ]
+    units = {unit.key: {role: image.relpath.rsplit("/", 1)[1] for role, image in unit.inputs}
+             for unit in lesion_units(images)}
+    assert units == {
+        "ses_a_run_2_FLAIR": {"flair": "sub-1_ses-a_run-2_FLAIR.nii.gz",
+                              "t1w": "sub-1_ses-a_run-2_T1w.nii.gz"},
+        "ses_b_T1w": {"t1w": "sub-1_ses-b_T1w.nii.gz"},
+        "ses_c_FLAIR": {"flair": "sub-1_ses-c_FLAIR.nii.gz"},
+    }
+
+
+def test_lesion_derivative_names_say_their_grid():
+    flair = _image("sub-1/ses-a/anat/sub-1_ses-a_FLAIR.nii.gz", "FLAIR", subject="1",
+                   session="a")
+    names = [output.relpath(flair) for output in TASKS["lesion-segmentation"].outputs]
+    assert names == ["sub-1/ses-a/anat/sub-1_ses-a_mod-FLAIR_desc-lesion_mask.nii.gz",
+                     "sub-1/ses-a/anat/sub-1_ses-a_mod-FLAIR_label-lesion_probseg.nii.gz",
+                     "sub-1/ses-a/anat/sub-1_ses-a_mod-FLAIR_desc-lesion_morph.tsv",
+                     "sub-1/figures/sub-1_ses-a_desc-lesion_FLAIR.svg"]
+
+
+def test_flair_and_t1w_of_different_participants_are_refused():
+    with pytest.raises(InputImageError, match="belong to different participants"):
+        check_pair("/d/sub-01_FLAIR.nii.gz", "/d/sub-02_T1w.nii.gz")
+    check_pair("/d/sub-01_ses-1_FLAIR.nii.gz", "/d/sub-01_ses-2_T1w.nii.gz")
+    check_pair("/d/flair.nii.gz", "/d/t1.nii.gz")
