@@ -146,8 +146,9 @@ def _thickest_slice(image: nib.Nifti1Image) -> float:
 
 def segment_lesions(flair: str | os.PathLike | None = None,
                     t1w: str | os.PathLike | None = None, device: str = "auto",
-                    threshold: float = THRESHOLD) -> LesionResult:
-    """Segment white-matter lesions; at least one of ``flair`` and ``t1w``. Raises
+                    threshold: float = THRESHOLD, model=None) -> LesionResult:
+    """Segment white-matter lesions; at least one of ``flair`` and ``t1w``; ``model``: a
+    Keras model to use instead of the shipped one (evaluation of a candidate). Raises
     :class:`InputImageError` for unusable input (before any model is loaded)."""
     if flair is None and t1w is None:
         raise InputImageError("lesion segmentation needs a FLAIR, a T1w or both")
@@ -181,7 +182,10 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     tic = time.perf_counter()
     brain = brain_probability(ref_image) > 0.5
     timings["brain_mask"] = time.perf_counter() - tic
-    model, card = load_model(TASK)
+    if model is None:
+        model, card = load_model(TASK)
+    else:
+        card = {"name": TASK, "version": "candidate", "sha256": None}
     used = device_in_use(device)
     engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
     tic = time.perf_counter()

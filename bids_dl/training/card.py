@@ -66,6 +66,42 @@ def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
     return metrics
 
 
+def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
+    """Held-out lesion metrics of a ``.keras`` file through the shipped inference path."""
+    import keras
+    import numpy as np
+
+    from ..models.lesion_segmentation import segment_lesions
+    from . import evaluate_lesions
+
+    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+
+    def segment(flair, t1w):
+        result = segment_lesions(flair, t1w, model=model)
+        return np.asarray(result.mask.dataobj) > 0
+
+    metrics = {"synthetic_heldout": evaluate_lesions.synthetic_lesions(segment, labels_dir),
+               "synthetic_heldout_flair_4mm_slices": evaluate_lesions.synthetic_lesions(
+                   segment, labels_dir, cases=2, modes=("FLAIR+T1w",), flair_slice_mm=4),
+               "lesion_free": evaluate_lesions.lesion_free(segment, labels_dir)}
+    try:
+        metrics["colin27_t1w_false_positive_ml"] = (
+            evaluate_lesions.colin27_t1w_false_positives(segment))
+    except FileNotFoundError as error:
+        metrics["colin27_t1w_false_positive_ml"] = f"not measured: {error}"
+    return metrics
+
+
+GENERATORS = {
+    "brain-extraction": "bids_dl.synth.generator.SyntheticHeads",
+    "lesion-segmentation": "bids_dl.synth.lesion_generator.LesionHeads (lesions: "
+                           "bids_dl.synth.lesions; periventricular, deep, confluent, "
+                           "juxtacortical, infratentorial; 10 mm3-30 ml; 0-60 per head, 15 % "
+                           "lesion-free; FLAIR or T1w left out 20 % of the time each)",
+}
+EVALUATORS = {"brain-extraction": evaluate_model, "lesion-segmentation": evaluate_lesion_model}
+
+
 def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Path,
                 work_dir: Path, evaluate: bool = True, wall_seconds: float | None = None,
                 ) -> dict:
@@ -90,14 +126,14 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "recipe": json.loads(json.dumps(asdict(recipe))),
         "seed": recipe.seed,
         "steps": state["step"],
-        "data": {"generator": "bids_dl.synth.generator.SyntheticHeads",
+        "data": {"generator": GENERATORS[recipe.task],
                  "label_maps": recipe.label_maps, "label_sources": LABEL_SOURCES,
                  "never_used": "Colin27 (ch2, ch2bet, ch2better): held-out evaluation only"},
         "training": {"keras": keras.__version__, "backend": keras.backend.backend(),
                      "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
                      "wall_seconds": wall_seconds,
                      "final_loss_mean_last_100": sum(history[-100:]) / max(len(history[-100:]), 1)},
-        "metrics": evaluate_model(target, labels_dir) if evaluate else {},
+        "metrics": EVALUATORS[recipe.task](target, labels_dir) if evaluate else {},
     }
     with atomic_path(out_dir / entry.card) as tmp:
         Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
