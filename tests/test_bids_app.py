@@ -18,6 +18,8 @@ from conftest import run_bids_dl
 from bids_dl.models.registry import get_entry
 from bids_dl.synth.demo import DEMO_IMAGES, LABELS_FILE, render_image
 
+LESION_FREE_FLOOR_ML = 2.0  # false-positive lesion volume allowed on a lesion-free demo head
+
 
 def _expected(spec) -> dict[str, str]:
     """Derivative paths (relative to OUTPUT_DIR) of one demo image."""
@@ -121,7 +123,26 @@ def test_reports_logs_and_graph(demo_run):
     assert (output / "logs" / "bids_dl_wf.dot").is_file()
     assert (output / "logs" / "bids_dl_wf.svg").read_text().lstrip().startswith("<?xml")
     summary = json.loads(sorted((output / "logs").glob("run_*.json"))[0].read_text())
-    assert summary["failed"] == {} and len(summary["executed_nodes"]) == 2 * len(DEMO_IMAGES)
+    assert summary["failed"] == {}
+    # every task unit runs its CNN node and its report node, nothing else is submitted
+    assert len(summary["executed_nodes"]) == 2 * sum(len(units) for units in _units().values())
+
+
+def _units() -> dict[str, list]:
+    """Task units of the demo for every installed model."""
+    from bids_dl.models.registry import available
+    from bids_dl.utils.bids import AnatImage
+    from bids_dl.workflows.tasks import TASKS
+
+    images: dict[str, list] = {}
+    for spec in DEMO_IMAGES:
+        entities = [("subject", spec.subject)]
+        entities += [("session", spec.session)] if spec.session else []
+        entities += [("run", str(spec.run))] if spec.run else []
+        images.setdefault(spec.subject, []).append(
+            AnatImage(spec.relpath, spec.suffix, tuple(entities), spec.relpath))
+    return {name: [unit for subject in images.values() for unit in task.select(subject)]
+            for name, task in TASKS.items() if available(task.model)}
 
 
 def test_rerun_with_the_same_work_dir_recomputes_nothing(demo_dir, demo_run):
@@ -198,3 +219,37 @@ def test_failing_participant_and_concurrent_runs(demo_dir, tmp_path):
     assert len(crash) == 1 and "sub-03_T1w.nii.gz" in crash[0].read_text()
     json.loads((output / "dataset_description.json").read_text())
     assert not [p for p in output.rglob(".*") if p.is_file()]
+
+
+def test_lesion_segmentation_outputs(demo_dir, demo_run):
+    """Per session: FLAIR + T1w (sub-02 ses-2) or T1w alone; outputs on the reference grid,
+    sidecars naming the inputs, the per-lesion table; the demo heads have no lesions."""
+    from bids_dl.models.lesion_segmentation import TABLE_COLUMNS
+    from bids_dl.workflows.tasks import TASKS
+
+    units = _units().get("lesion-segmentation")
+    if units is None:
+        pytest.skip("no lesion-segmentation model installed")
+    output = demo_run[0]
+    assert {unit.key for unit in units} == {"T1w", "ses_1_run_1_T1w", "ses_2_FLAIR"}
+    for unit in units:
+        paths = [output / out.relpath(unit.reference) for out in TASKS[
+            "lesion-segmentation"].outputs]
+        for path in paths:
+            assert path.is_file(), path
+        mask_path, _, table_path, _ = paths
+        meta = _sidecar(mask_path)
+        assert meta["Type"] == "Lesion"
+        assert meta["Sources"] == [f"bids:raw:{image.relpath}" for _, image in unit.inputs]
+        assert meta["Inputs"] == sorted({"flair": "FLAIR", "t1w": "T1w"}[role]
+                                        for role, _ in unit.inputs)
+        reference = nib.load(str(demo_dir / unit.reference.relpath))
+        mask = nib.load(str(mask_path))
+        assert mask.shape == reference.shape and np.allclose(mask.affine, reference.affine)
+        header = table_path.read_text().splitlines()[0].split("\t")
+        assert tuple(header) == TABLE_COLUMNS
+        measures = meta["Measures"]
+        assert measures["LesionCount"] == len(table_path.read_text().splitlines()) - 1
+        assert measures["LesionVolumeMl"] <= LESION_FREE_FLOOR_ML, measures
+        if len(unit.inputs) == 2:
+            assert meta["Registration"] is not None

@@ -62,7 +62,8 @@ def test_lesion_training_writes_a_two_input_four_output_model(labels_dir, tmp_pa
 
     command = [sys.executable, "-m", "bids_dl.training.cli", "lesion-segmentation",
                "--labels", str(labels_dir), "--work-dir", str(tmp_path / "work"),
-               "--out-dir", str(tmp_path / "out"), "--steps", "2", "--filters", "4,8",
+               "--out-dir", str(tmp_path / "out"), "--patch-steps", "2", "--steps", "0",
+               "--filters", "4,8",
                "--no-evaluate"]
     result = subprocess.run(command, capture_output=True, text=True,
                             env={**os.environ, "KERAS_BACKEND": "torch"})
@@ -75,4 +76,5 @@ def test_lesion_training_writes_a_two_input_four_output_model(labels_dir, tmp_pa
     card = json.loads((tmp_path / "out" / "lesion_segmentation.json").read_text())
     assert card["name"] == "lesion-segmentation" and card["steps"] == 2
     assert card["input"]["channels"] == ["FLAIR", "T1w"]
-    assert card["recipe"]["patch_steps"] == 0 and "lesion" in card["data"]["generator"]
+    assert card["recipe"]["steps"] == 0 and card["recipe"]["patch"] == 64
+    assert "lesion" in card["data"]["generator"]

@@ -86,6 +86,36 @@ class InferenceEngine:
         output = self.model.predict_on_batch(batch)  # NumPy out on every backend
         return np.asarray(output, dtype=np.float32)[0]
 
+    def predict_tiled(self, grid_channels: np.ndarray, tile: int, overlap: float = 0.25,
+                      ) -> np.ndarray:
+        """Model output ``(x, y, z, outputs)`` from cubic ``tile``-voxel tiles of
+        ``grid_channels`` (``(x, y, z, inputs)``) overlapping by about ``overlap``, blended
+        with weights that fall towards each tile's faces (for models trained on patches of
+        that size: the same normalisation statistics; also the low-memory path)."""
+        shape = grid_channels.shape[:3]
+        starts = []
+        for size in shape:
+            if size <= tile:
+                starts.append([0])
+                continue
+            count = int(np.ceil((size - tile) / (tile * (1 - overlap)))) + 1
+            starts.append(sorted({int(round(v)) for v in np.linspace(0, size - tile, count)}))
+        ramp = np.minimum(np.arange(tile) + 0.5, tile - 0.5 - np.arange(tile)) / (tile / 2)
+        ramp = np.clip(ramp, 0.0, 1.0).astype(np.float32) ** 2  # ~0 at the faces
+        window = ramp[:, None, None] * ramp[None, :, None] * ramp[None, None, :]
+        total, weights = None, np.zeros(shape, np.float32)
+        for x in starts[0]:
+            for y in starts[1]:
+                for z in starts[2]:
+                    box = (slice(x, x + tile), slice(y, y + tile), slice(z, z + tile))
+                    part = self.predict_channels(grid_channels[box])
+                    sub = window[tuple(slice(0, b.stop - b.start) for b in box)]
+                    if total is None:
+                        total = np.zeros((*shape, part.shape[-1]), np.float32)
+                    total[box] += part * sub[..., None]
+                    weights[box] += sub
+        return total / np.maximum(weights, 1e-6)[..., None]
+
     def to_grid(self, data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray,
                 order: int = 1) -> np.ndarray:
         """``data`` (native grid, ``affine``) on the model grid at ``grid_affine``:

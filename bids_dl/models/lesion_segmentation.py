@@ -28,6 +28,7 @@ from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 TASK = "lesion-segmentation"
 THRESHOLD = 0.5
 MIN_LESION_MM3 = 10.0
+TILE = 64  # the model was trained on 64³ patches of the 1.5 mm grid: it runs on such tiles
 PERIVENTRICULAR_MM = 3.0  # a lesion this close to the ventricles is periventricular
 JUXTACORTICAL_MM = 1.5  # ... this close to the cortex, juxtacortical (at least one voxel:
 # on thick slices, touching through the slices is one slice thickness away)
@@ -203,7 +204,7 @@ def segment_lesions(flair: str | os.PathLike | None = None,
             channels.append(np.zeros(engine.grid.shape, np.float32))
     timings["resample_in"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    outputs = engine.predict_channels(np.stack(channels, axis=-1))
+    outputs = engine.predict_tiled(np.stack(channels, axis=-1), TILE)
     timings["predict"] = time.perf_counter() - tic
     tic = time.perf_counter()
     search = ndimage.binary_dilation(grid_brain, iterations=2)

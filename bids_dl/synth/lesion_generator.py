@@ -42,6 +42,8 @@ class LesionConfig:
     p_t1w_only: float = 0.2
     p_thick_flair: float = 0.5
     p_thick_t1w: float = 0.15
+    patch: int | None = None  # cubic training patches of this many voxels (None: whole grid)
+    p_patch_on_lesion: float = 0.7
 
 
 @dataclass
@@ -106,8 +108,9 @@ class LesionHeads:
             image = self._render(labels, lesions, box, contrast, coordinates, rng)
             channels.append(image if kept else np.zeros_like(image))
         image = normalise_channels(np.stack(channels), brain)
-        return LesionSample(image, np.stack(targets).astype(np.uint8),
-                            brain.astype(np.uint8), tuple(present), affine)
+        sample = LesionSample(image, np.stack(targets).astype(np.uint8),
+                              brain.astype(np.uint8), tuple(present), affine)
+        return crop_patch(sample, config.patch, rng, config.p_patch_on_lesion)
 
     def _render(self, labels, lesions, box, contrast: str, coordinates: np.ndarray,
                 rng: np.random.Generator) -> np.ndarray:
@@ -127,6 +130,26 @@ class LesionHeads:
         image = add_noise(image / max(float(image.max()), 1e-6), rng, geometry)
         image = np.clip(image, 0, None) ** np.exp(rng.uniform(-0.2, 0.2))
         return image.astype(np.float32)
+
+
+def crop_patch(sample: LesionSample, patch: int | None, rng: np.random.Generator,
+               p_on_lesion: float) -> LesionSample:
+    """A cubic ``patch`` of ``sample`` (after normalisation over the whole brain, as at
+    inference), centred on a random lesion voxel with probability ``p_on_lesion`` when there
+    are lesions, else on a random brain voxel."""
+    if not patch:
+        return sample
+    lesion_voxels = np.argwhere(sample.mask[0])
+    pool = (lesion_voxels if len(lesion_voxels) and rng.random() < p_on_lesion
+            else np.argwhere(sample.brain))
+    shape = np.array(sample.brain.shape)
+    centre = pool[int(rng.integers(len(pool)))] if len(pool) else shape // 2
+    low = np.clip(centre - patch // 2, 0, shape - patch)
+    box = tuple(slice(int(a), int(a) + patch) for a in low)
+    affine = sample.affine.copy()
+    affine[:3, 3] += affine[:3, :3] @ low
+    return LesionSample(sample.image[(slice(None), *box)], sample.mask[(slice(None), *box)],
+                        sample.brain[box], sample.present, affine)
 
 
 def _lesion_box(lesions: np.ndarray, margin: int = 4):

@@ -42,7 +42,11 @@ class Recipe:
         return self.patch_steps + self.steps
 
     def learning_rate_at(self, step: int) -> float:
-        """Constant during the patch phase, then linear decay to ``final_learning_rate``."""
+        """Constant during the patch phase, then linear decay to ``final_learning_rate``;
+        a patches-only recipe (``steps == 0``) decays linearly over the patch phase."""
+        if self.steps == 0:
+            fraction = min(step / max(self.patch_steps, 1), 1.0)
+            return self.learning_rate + fraction * (self.final_learning_rate - self.learning_rate)
         if step < self.patch_steps:
             return self.learning_rate
         fraction = (step - self.patch_steps) / max(self.steps, 1)
@@ -67,9 +71,9 @@ def _build(recipe: Recipe, data_format: str):
 def make_heads(task: str, maps: list, patch: int | None):
     """The sample generator of ``task`` (``patch``: cubic patches, brain extraction only)."""
     if task == "lesion-segmentation":
-        from ..synth.lesion_generator import LesionHeads
+        from ..synth.lesion_generator import LesionConfig, LesionHeads
 
-        return LesionHeads(maps)
+        return LesionHeads(maps, LesionConfig(patch=patch))
     return SyntheticHeads(maps, patch_config(patch))
 
 
