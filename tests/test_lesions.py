@@ -155,3 +155,24 @@ def test_world_overlap():
     assert world_overlap(image, image) == pytest.approx(1.0)
     assert world_overlap(image, nib.Nifti1Image(image.dataobj, shifted)) == pytest.approx(0.5)
     assert world_overlap(image, nib.Nifti1Image(image.dataobj, far)) == 0.0
+
+
+def test_registration_of_images_that_do_not_overlap():
+    """Headers 300 mm apart (no overlap at all): the centre-of-mass start still finds the
+    head, to within 1 mm."""
+    template = nib.load(str(LABELS_FILE))
+    labels = np.asarray(template.dataobj)
+    t1w, truth = render_image(labels, template.affine, DemoImage("01", None, None, "T1w",
+                                                                 (1.0, 1.0, 1.0), 11), True)
+    flair = render_image(labels, template.affine, DemoImage("01", None, None, "FLAIR",
+                                                            (1.0, 1.0, 1.0), 11))
+    far = flair.affine.copy()
+    far[:3, 3] += (300.0, 0.0, 0.0)
+    moved = nib.Nifti1Image(np.asarray(flair.dataobj), far)
+    assert world_overlap(t1w, moved) == 0.0
+    transform = rigid_register(t1w, moved)
+    brain = np.argwhere(np.asarray(truth.dataobj) > 0)[::20].T
+    world = t1w.affine[:3, :3] @ brain + t1w.affine[:3, 3:]
+    expected = world + np.array([[300.0], [0.0], [0.0]])
+    error = np.linalg.norm(transform[:3, :3] @ world + transform[:3, 3:] - expected, axis=0)
+    assert error.max() < 1.0, error.max()
