@@ -86,3 +86,26 @@ def test_unwritable_output_is_a_clear_error(tmp_path, colin27):
     result = _infer("brain-extraction", str(colin27[0]), target)
     assert result.returncode == 2
     assert result.stderr.startswith("bids-dl-infer: error:")
+
+
+@pytest.mark.parametrize("case, words", [
+    ("4d-flair", "4D series"), ("different-participants", "belong to different participants"),
+    ("no-input", "give --flair, --t1w or both"),
+])
+def test_lesion_bad_input_is_refused_cleanly(tmp_path, case, words):
+    good = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20), np.float32),
+                             np.eye(4)), good)
+    out = tmp_path / "out" / "sub-01"
+    if case == "4d-flair":
+        args = ["--flair", str(_make(tmp_path, "4d")), "--t1w", str(good)]
+    elif case == "different-participants":
+        other = tmp_path / "sub-02_FLAIR.nii.gz"
+        shutil.copy(good, other)
+        args = ["--flair", str(other), "--t1w", str(good)]
+    else:
+        args = []
+    result = _infer("lesion-segmentation", *args, str(out))
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
