@@ -125,14 +125,17 @@ def test_reports_logs_and_graph(demo_run):
     summary = json.loads(sorted((output / "logs").glob("run_*.json"))[0].read_text())
     assert summary["failed"] == {}
     # every task unit runs its CNN node and its report node, nothing else is submitted
-    assert len(summary["executed_nodes"]) == 2 * sum(len(units) for units in _units().values())
+    from bids_dl.workflows.tasks import default_task_names
+
+    units = _units()
+    assert len(summary["executed_nodes"]) == 2 * sum(len(units[name])
+                                                     for name in default_task_names())
 
 
 def _units() -> dict[str, list]:
-    """Task units of the demo for every installed model."""
-    from bids_dl.models.registry import available
+    """Task units of the demo for every task a default run does (and lesions)."""
     from bids_dl.utils.bids import AnatImage
-    from bids_dl.workflows.tasks import TASKS
+    from bids_dl.workflows.tasks import TASKS, default_task_names
 
     images: dict[str, list] = {}
     for spec in DEMO_IMAGES:
@@ -141,8 +144,9 @@ def _units() -> dict[str, list]:
         entities += [("run", str(spec.run))] if spec.run else []
         images.setdefault(spec.subject, []).append(
             AnatImage(spec.relpath, spec.suffix, tuple(entities), spec.relpath))
+    names = set(default_task_names()) | {"lesion-segmentation"}
     return {name: [unit for subject in images.values() for unit in task.select(subject)]
-            for name, task in TASKS.items() if available(task.model)}
+            for name, task in TASKS.items() if name in names}
 
 
 def test_rerun_with_the_same_work_dir_recomputes_nothing(demo_dir, demo_run):
@@ -221,17 +225,25 @@ def test_failing_participant_and_concurrent_runs(demo_dir, tmp_path):
     assert not [p for p in output.rglob(".*") if p.is_file()]
 
 
-def test_lesion_segmentation_outputs(demo_dir, demo_run):
-    """Per session: FLAIR + T1w (sub-02 ses-2) or T1w alone; outputs on the reference grid,
-    sidecars naming the inputs, the per-lesion table; the demo heads have no lesions."""
+def test_lesion_segmentation_outputs(demo_dir, tmp_path):
+    """``--tasks lesion-segmentation`` on sub-02: FLAIR + T1w (ses-2) and T1w alone (ses-1);
+    outputs on the reference grid, sidecars naming the inputs and the registration, the
+    per-lesion table, the report; the demo heads have no lesions."""
     from bids_dl.models.lesion_segmentation import TABLE_COLUMNS
+    from bids_dl.models.registry import available, get_entry
     from bids_dl.workflows.tasks import TASKS
 
-    units = _units().get("lesion-segmentation")
-    if units is None:
+    if not available("lesion-segmentation"):
         pytest.skip("no lesion-segmentation model installed")
-    output = demo_run[0]
-    assert {unit.key for unit in units} == {"T1w", "ses_1_run_1_T1w", "ses_2_FLAIR"}
+    output = tmp_path / "out"
+    result = run_bids_dl([demo_dir, output, "participant", "--participant-label", "02",
+                          "--tasks", "lesion-segmentation", "-w", tmp_path / "work",
+                          "--nprocs", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(output.rglob("*desc-brain*")), "only the task asked for ran"
+    units = [unit for unit in _units()["lesion-segmentation"] if unit.reference.subject == "02"]
+    assert {unit.key for unit in units} == {"ses_1_run_1_T1w", "ses_2_FLAIR"}
+    experimental = get_entry("lesion-segmentation").read_card().get("experimental", False)
     for unit in units:
         paths = [output / out.relpath(unit.reference) for out in TASKS[
             "lesion-segmentation"].outputs]
@@ -243,13 +255,16 @@ def test_lesion_segmentation_outputs(demo_dir, demo_run):
         assert meta["Sources"] == [f"bids:raw:{image.relpath}" for _, image in unit.inputs]
         assert meta["Inputs"] == sorted({"flair": "FLAIR", "t1w": "T1w"}[role]
                                         for role, _ in unit.inputs)
+        assert (meta["Registration"] is not None) == (len(unit.inputs) == 2)
         reference = nib.load(str(demo_dir / unit.reference.relpath))
         mask = nib.load(str(mask_path))
         assert mask.shape == reference.shape and np.allclose(mask.affine, reference.affine)
-        header = table_path.read_text().splitlines()[0].split("\t")
-        assert tuple(header) == TABLE_COLUMNS
+        lines = table_path.read_text().splitlines()
+        assert tuple(lines[0].split("\t")) == TABLE_COLUMNS
         measures = meta["Measures"]
-        assert measures["LesionCount"] == len(table_path.read_text().splitlines()) - 1
-        assert measures["LesionVolumeMl"] <= LESION_FREE_FLOOR_ML, measures
-        if len(unit.inputs) == 2:
-            assert meta["Registration"] is not None
+        assert measures["LesionCount"] == len(lines) - 1
+        assert 1300 < measures["BrainVolumeMl"] < 2400
+        if not experimental:
+            assert measures["LesionVolumeMl"] <= LESION_FREE_FLOOR_ML, measures
+    report = (output / "sub-02.html").read_text()
+    assert "lesion-segmentation" in report and "Failed" not in report

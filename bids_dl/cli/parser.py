@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=None,
                        metavar="TASK",
                        help=f"which CNN tasks to run, of {', '.join(TASK_NAMES)} (default: "
-                            "every task whose model is installed)")
+                            "every task whose model is installed and not marked "
+                            "experimental in its model card)")
 
     other = parser.add_argument_group("Other options")
     other.add_argument("-w", "--work-dir", type=Path, default=Path("work"),

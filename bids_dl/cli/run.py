@@ -195,12 +195,16 @@ def run_participant(opts, paths: Paths) -> int:
     if not selection.images:
         raise BIDSInputError(f"{paths.bids_dir}: nothing to process (no T1w, T2w or FLAIR "
                              "image in the selected participants)")
-    from ..models.registry import available
+    from ..workflows.tasks import default_task_names
 
-    names = opts.tasks or [name for name in TASKS if available(TASKS[name].model)]
+    names = opts.tasks or default_task_names()
     tasks = [TASKS[name] for name in names]
     LOGGER.info("tasks: %s", ", ".join(names))
     cards = {task.model: verify(get_entry(task.model)) for task in tasks}
+    for name, card in cards.items():
+        if card.get("experimental"):
+            LOGGER.warning("%s: the installed model is experimental (%s)", name,
+                           card.get("experimental_reason", "see its model card"))
     if opts.device == "gpu":
         check_gpu()
     write_dataset_description(paths, raw)

@@ -135,3 +135,12 @@ TASKS: dict[str, Task] = {
                     "(FLAIR + T1w, FLAIR alone or T1w alone)",
     ),
 }
+
+
+def default_task_names() -> list[str]:
+    """Tasks a run does when ``--tasks`` is not given: every task whose model is installed,
+    except models whose card marks them ``experimental`` (those run only when named)."""
+    from ..models.registry import available, get_entry
+
+    return [name for name, task in TASKS.items() if available(task.model)
+            and not get_entry(task.model).read_card().get("experimental", False)]
