@@ -1,0 +1,101 @@
+"""Accuracy of the lesion-segmentation model: held-out synthetic heads with lesions (FLAIR +
+T1w, FLAIR alone, T1w alone; 1 mm, and FLAIR with 4 mm slices), lesion-free heads, and the
+healthy Colin27 T1w (real, held out).
+
+    python benchmarks/lesion_accuracy.py [--labels .cache/labels] [--cases 3]
+        [--model-dir DIR] [--write-card] [--from-card]
+
+``--write-card`` stores the metrics in the model card of ``--model-dir`` (and its sha256
+stays valid: the card is not hashed); ``--from-card`` prints the stored ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TARGETS = {"dice": "≥ 0.75", "sensitivity_ge_100mm3": "≥ 0.9", "f1": "≥ 0.8"}
+
+
+def measure(labels_dir: Path, cases: int) -> dict:
+    import numpy as np
+
+    from bids_dl.models.lesion_segmentation import segment_lesions
+    from bids_dl.training import evaluate_lesions
+
+    def segment(flair, t1w):
+        return np.asarray(segment_lesions(flair, t1w).mask.dataobj) > 0
+
+    metrics = {"synthetic_heldout": evaluate_lesions.synthetic_lesions(segment, labels_dir,
+                                                                       cases),
+               "synthetic_heldout_flair_4mm_slices": evaluate_lesions.synthetic_lesions(
+                   segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
+               "lesion_free": evaluate_lesions.lesion_free(segment, labels_dir)}
+    try:
+        metrics["colin27_t1w_false_positive_ml"] = (
+            evaluate_lesions.colin27_t1w_false_positives(segment))
+    except FileNotFoundError as error:
+        metrics["colin27_t1w_false_positive_ml"] = f"not measured: {error}"
+    return metrics
+
+
+def table(metrics: dict) -> str:
+    lines = ["| test | Dice | sensitivity (≥ 100 mm³) | precision | F1 | false-positive ml |",
+             "|---|---|---|---|---|---|"]
+    rows = [(f"held-out synthetic, {mode}", values)
+            for mode, values in metrics["synthetic_heldout"].items()]
+    rows += [(f"held-out synthetic, {mode}, FLAIR 4 mm slices", values) for mode, values in
+             metrics["synthetic_heldout_flair_4mm_slices"].items()]
+    for name, v in rows:
+        lines.append(f"| {name} | {v['dice']:.3f} | {v['sensitivity_ge_100mm3']:.3f} | "
+                     f"{v['precision']:.3f} | {v['f1']:.3f} | {v['false_positive_ml']:.2f} |")
+    free = metrics["lesion_free"]
+    lines.append(f"| lesion-free synthetic heads (FLAIR + T1w), target ≤ 0.5 ml | | | | | "
+                 f"{free['mean_false_positive_ml']:.2f} (max {free['max_false_positive_ml']:.2f}) |")
+    colin = metrics["colin27_t1w_false_positive_ml"]
+    value = f"{colin:.2f}" if isinstance(colin, float) else colin
+    lines.append(f"| Colin27 T1w alone (healthy), target ≤ 1 ml | | | | | {value} |")
+    lines.append(f"\ntargets (FLAIR + T1w): Dice {TARGETS['dice']}, sensitivity "
+                 f"{TARGETS['sensitivity_ge_100mm3']}, F1 {TARGETS['f1']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--labels", type=Path, default=ROOT / ".cache" / "labels")
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--write-card", action="store_true")
+    parser.add_argument("--from-card", action="store_true")
+    args = parser.parse_args()
+    if args.model_dir:
+        os.environ["BIDS_DL_MODEL_DIR"] = str(args.model_dir.resolve())
+    from bids_dl.models.registry import get_entry
+
+    entry = get_entry("lesion-segmentation")
+    if args.from_card:
+        metrics = entry.read_card()["metrics"]
+    else:
+        metrics = measure(args.labels, args.cases)
+        if args.write_card:
+            card = entry.read_card()
+            card["metrics"] = metrics
+            card["metrics_measured_with"] = ("KERAS_BACKEND=tensorflow, CPU "
+                                             "(benchmarks/lesion_accuracy.py)")
+            from bids_dl.utils.io import atomic_path
+
+            with atomic_path(entry.card_path) as tmp:
+                Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
+    print(table(metrics))
+
+
+if __name__ == "__main__":
+    main()
