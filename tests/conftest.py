@@ -58,13 +58,14 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def run_bids_dl(args: list[str], guard_log: Path | None = None, **kwargs):
+def run_bids_dl(args: list[str], guard_log: Path | None = None,
+                extra_env: dict | None = None, **kwargs):
     """Run ``bids-dl ARGS`` in a fresh process (as a user would); with ``guard_log``, every
     attempt to open an internet connection is refused and logged there."""
     import subprocess
     import sys
 
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", **(extra_env or {})}
     if guard_log is None:
         command = [sys.executable, "-m", "bids_dl.cli.run", *map(str, args)]
     else:
@@ -90,3 +91,28 @@ def demo_run(demo_dir, tmp_path_factory):
     result = run_bids_dl([demo_dir, output, "participant", "-w", work, "--nprocs", "2",
                           "--write-graph"], guard_log=guard)
     return output, work, result, guard
+
+
+@pytest.fixture(scope="session")
+def lesion_model_dir(labels_dir, tmp_path_factory) -> Path:
+    """A model folder with the shipped brain-extraction model and a tiny lesion model
+    trained for 2 steps by ``bids-dl-train lesion-segmentation`` (the real command): right
+    inputs, outputs and card, no skill. For tests of the lesion path's plumbing."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bids_dl.models.registry import MODEL_DIR
+
+    work = tmp_path_factory.mktemp("lesion-model")
+    models = work / "models"
+    command = [sys.executable, "-m", "bids_dl.training.cli", "lesion-segmentation",
+               "--labels", str(labels_dir), "--work-dir", str(work / "train"),
+               "--out-dir", str(models), "--patch-steps", "2", "--steps", "0",
+               "--filters", "4,8", "--no-evaluate"]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("brain_extraction.keras", "brain_extraction.json"):
+        shutil.copy(MODEL_DIR / name, models / name)
+    return models
