@@ -116,8 +116,10 @@ def test_validation_summarises_problems(small_bids, tmp_path, capsys):
     ("output_contains_bids", "contains BIDS_DIR"),
     ("output_not_writable", "OUTPUT_DIR"),
     ("nothing_to_process", "nothing to process"),
+    ("task_without_model", "no trained model is installed"),
 ])
-def test_bad_input_exits_2_before_any_work(case, expected, small_bids, tmp_path, capsys):
+def test_bad_input_exits_2_before_any_work(case, expected, small_bids, tmp_path, capsys,
+                                          monkeypatch):
     bids, out = small_bids, tmp_path / "out"
     extra: list[str] = []
     if case == "missing":
@@ -143,6 +145,9 @@ def test_bad_input_exits_2_before_any_work(case, expected, small_bids, tmp_path,
         out = tmp_path / "a_file" / "out"
     elif case == "nothing_to_process":
         extra = ["--participant-label", "04"]
+    elif case == "task_without_model":
+        monkeypatch.setenv("BIDS_DL_MODEL_DIR", str(tmp_path / "no-models"))
+        extra = ["--tasks", "lesion-segmentation"]
     code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "w"), *extra])
     err = _error(capsys)
     assert code == EXIT_USAGE, err

@@ -198,6 +198,13 @@ def run_participant(opts, paths: Paths) -> int:
     from ..workflows.tasks import default_task_names
 
     names = opts.tasks or default_task_names()
+    from ..models.registry import available
+
+    missing = [name for name in names if not available(TASKS[name].model)]
+    if missing:
+        raise UsageError(f"--tasks {' '.join(missing)}: no trained model is installed for "
+                         f"{'this task' if len(missing) == 1 else 'these tasks'} (set "
+                         "BIDS_DL_MODEL_DIR to a folder with one, or leave the task out)")
     tasks = [TASKS[name] for name in names]
     LOGGER.info("tasks: %s", ", ".join(names))
     cards = {task.model: verify(get_entry(task.model)) for task in tasks}
