@@ -109,3 +109,28 @@ def test_lesion_bad_input_is_refused_cleanly(tmp_path, case, words):
     assert result.returncode == 2, result.stderr
     assert words in result.stderr and len(result.stderr.strip().splitlines()) <= 2
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_lesion_flair_with_10mm_slices_warns_and_still_works(tmp_path, demo_dir,
+                                                             lesion_model_dir):
+    """A FLAIR of 10 mm slices: a result on its grid, and a warning that small lesions are
+    missed (test model: plumbing only)."""
+    import os
+
+    source = nib.load(str(demo_dir / "sub-02/ses-2/anat/sub-02_ses-2_FLAIR.nii.gz"))
+    data = np.asarray(source.dataobj)[:, :, ::3]  # 4 mm -> 12 mm slices
+    affine = source.affine.copy()
+    affine[:3, 2] *= 3
+    flair = tmp_path / "sub-02_FLAIR.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), flair)
+    out = tmp_path / "out" / "sub-02"
+    result = subprocess.run(
+        [sys.executable, "-m", "bids_dl.cli.infer", "lesion-segmentation", "--flair",
+         str(flair), str(out), "--device", "cpu"], capture_output=True, text=True,
+        timeout=600, env={**os.environ, "BIDS_DL_MODEL_DIR": str(lesion_model_dir)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: FLAIR: 12.0 mm voxels; lesions smaller than that are missed" in result.stderr
+    mask = nib.load(f"{out}_mask.nii.gz")
+    assert mask.shape == data.shape and np.allclose(mask.affine, affine)
+    assert (tmp_path / "out" / "sub-02_lesions.tsv").read_text().startswith("lesion_id\t")
+    assert "lesions:" in result.stdout
