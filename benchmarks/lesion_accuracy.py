@@ -34,17 +34,7 @@ def measure(labels_dir: Path, cases: int) -> dict:
     def segment(flair, t1w):
         return np.asarray(segment_lesions(flair, t1w).mask.dataobj) > 0
 
-    metrics = {"synthetic_heldout": evaluate_lesions.synthetic_lesions(segment, labels_dir,
-                                                                       cases),
-               "synthetic_heldout_flair_4mm_slices": evaluate_lesions.synthetic_lesions(
-                   segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
-               "lesion_free": evaluate_lesions.lesion_free(segment, labels_dir)}
-    try:
-        metrics["colin27_t1w_false_positive_ml"] = (
-            evaluate_lesions.colin27_t1w_false_positives(segment))
-    except FileNotFoundError as error:
-        metrics["colin27_t1w_false_positive_ml"] = f"not measured: {error}"
-    return metrics
+    return evaluate_lesions.evaluate_all(segment, labels_dir, cases)
 
 
 def table(metrics: dict) -> str:

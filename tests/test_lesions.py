@@ -125,15 +125,21 @@ def _motion(degrees: float, shift_mm) -> np.ndarray:
     return matrix
 
 
-def test_rigid_registration_of_a_moved_flair_to_a_t1w():
-    """The FLAIR of the head moved by 5 degrees (about two axes) and 5 mm is realigned to the
-    T1w to within 1 mm everywhere in the brain."""
+def _t1w_and_flair():
+    """A T1w (with its true brain mask) and a FLAIR of the demo head in the same pose."""
     template = nib.load(str(LABELS_FILE))
     labels = np.asarray(template.dataobj)
     t1w, truth = render_image(labels, template.affine, DemoImage("01", None, None, "T1w",
                                                                  (1.0, 1.0, 1.0), 11), True)
     flair = render_image(labels, template.affine, DemoImage("01", None, None, "FLAIR",
                                                             (1.0, 1.0, 1.0), 11))
+    return t1w, truth, flair
+
+
+def test_rigid_registration_of_a_moved_flair_to_a_t1w():
+    """The FLAIR of the head moved by 5 degrees (about two axes) and 5 mm is realigned to the
+    T1w to within 1 mm everywhere in the brain."""
+    t1w, truth, flair = _t1w_and_flair()
     motion = _motion(5.0, [5.0, -3.0, 4.0])
     voxels = np.linalg.inv(flair.affine) @ np.linalg.inv(motion) @ flair.affine
     moved = ndimage.affine_transform(flair.get_fdata(dtype=np.float32), voxels[:3, :3],
@@ -160,12 +166,7 @@ def test_world_overlap():
 def test_registration_of_images_that_do_not_overlap():
     """Headers 300 mm apart (no overlap at all): the centre-of-mass start still finds the
     head, to within 1 mm."""
-    template = nib.load(str(LABELS_FILE))
-    labels = np.asarray(template.dataobj)
-    t1w, truth = render_image(labels, template.affine, DemoImage("01", None, None, "T1w",
-                                                                 (1.0, 1.0, 1.0), 11), True)
-    flair = render_image(labels, template.affine, DemoImage("01", None, None, "FLAIR",
-                                                            (1.0, 1.0, 1.0), 11))
+    t1w, truth, flair = _t1w_and_flair()
     far = flair.affine.copy()
     far[:3, 3] += (300.0, 0.0, 0.0)
     moved = nib.Nifti1Image(np.asarray(flair.dataobj), far)

@@ -80,16 +80,7 @@ def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
         result = segment_lesions(flair, t1w, model=model)
         return np.asarray(result.mask.dataobj) > 0
 
-    metrics = {"synthetic_heldout": evaluate_lesions.synthetic_lesions(segment, labels_dir),
-               "synthetic_heldout_flair_4mm_slices": evaluate_lesions.synthetic_lesions(
-                   segment, labels_dir, cases=2, modes=("FLAIR+T1w",), flair_slice_mm=4),
-               "lesion_free": evaluate_lesions.lesion_free(segment, labels_dir)}
-    try:
-        metrics["colin27_t1w_false_positive_ml"] = (
-            evaluate_lesions.colin27_t1w_false_positives(segment))
-    except FileNotFoundError as error:
-        metrics["colin27_t1w_false_positive_ml"] = f"not measured: {error}"
-    return metrics
+    return evaluate_lesions.evaluate_all(segment, labels_dir)
 
 
 GENERATORS = {

@@ -137,3 +137,17 @@ def colin27_t1w_false_positives(segment: Segmenter) -> float:
     predicted = segment(None, str(head))
     image = nib.load(str(head))
     return round(float(predicted.sum()) * abs(np.linalg.det(image.affine[:3, :3])) / 1000, 3)
+
+
+def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
+    """Every lesion metric of the model card: held-out synthetic heads (three input modes;
+    FLAIR with 4 mm slices), lesion-free heads and the Colin27 T1w."""
+    metrics = {"synthetic_heldout": synthetic_lesions(segment, labels_dir, cases),
+               "synthetic_heldout_flair_4mm_slices": synthetic_lesions(
+                   segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
+               "lesion_free": lesion_free(segment, labels_dir)}
+    try:
+        metrics["colin27_t1w_false_positive_ml"] = colin27_t1w_false_positives(segment)
+    except FileNotFoundError as error:
+        metrics["colin27_t1w_false_positive_ml"] = f"not measured: {error}"
+    return metrics
