@@ -47,7 +47,7 @@ def test_lesions_lie_in_white_matter_with_real_sizes(head):
         if count:
             assert sizes.min() >= MIN_LESION_MM3 and sizes.max() <= 30000
         assert count <= 60
-    assert 0 in counts or simulate_lesions(anatomy, np.random.default_rng(0), 0).sum() == 0
+    assert 0 in counts  # lesion-free heads are drawn (seeds 3 and 11 here)
     assert max(counts) >= 5
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..utils.io import load_volume, write_images_atomically
+from ..utils.io import derived_image, load_volume, write_images_atomically
 from .engine import InferenceEngine, keep_largest_structure
 
 TASK = "brain-extraction"
@@ -43,19 +43,6 @@ class BrainExtractionResult:
             Path(f"{prefix}_probseg.nii.gz"): self.probseg,
             Path(f"{prefix}_brain.nii.gz"): self.brain,
         })
-
-
-def _derived(image: nib.Nifti1Image, data: np.ndarray, dtype, stored_as=None,
-             ) -> nib.Nifti1Image:
-    """A NIfTI image on ``image``'s grid holding ``data`` as ``dtype`` in memory; on disk as
-    ``stored_as`` when given (nibabel then picks the scaling slope)."""
-    header = nib.Nifti1Header()
-    header.set_xyzt_units(*image.header.get_xyzt_units())
-    out = nib.Nifti1Image(data.astype(dtype), image.affine, header)
-    out.set_qform(image.affine, int(image.header["qform_code"]) or 1)
-    out.set_sform(image.affine, int(image.header["sform_code"]) or 1)
-    out.set_data_dtype(stored_as or dtype)
-    return out
 
 
 def make_engine(model, threshold: float = THRESHOLD) -> InferenceEngine:
@@ -102,8 +89,8 @@ def extract_brain(in_file: str | os.PathLike, device: str = "auto",
     timings = {"load": load_seconds, "model": model_seconds, **result.timings,
                "postprocess": time.perf_counter() - tic}
     return BrainExtractionResult(
-        mask=_derived(image, mask, np.uint8),
-        probseg=_derived(image, np.clip(result.probability, 0, 1), np.float32, np.uint8),
+        mask=derived_image(image, mask, np.uint8),
+        probseg=derived_image(image, np.clip(result.probability, 0, 1), np.float32, np.uint8),
         brain=brain,
         volume_ml=float(mask.sum() * voxel_ml),
         device=used,

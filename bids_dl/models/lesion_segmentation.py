@@ -21,7 +21,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..utils.io import InputImageError, atomic_path, load_volume, write_images_atomically
+from ..utils.io import (
+    InputImageError,
+    atomic_path,
+    derived_image,
+    load_volume,
+    write_images_atomically,
+)
 from .engine import GridSpec, InferenceEngine
 from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 
@@ -222,11 +228,9 @@ def segment_lesions(flair: str | os.PathLike | None = None,
                 "BrainVolumeMl": round(brain_ml, 2),
                 "LesionFractionOfBrain": round(lesion_ml / brain_ml, 6) if brain_ml else 0.0}
     timings["postprocess"] = time.perf_counter() - tic
-    from .brain_extraction import _derived
-
     return LesionResult(
-        mask=_derived(ref_image, mask, np.uint8),
-        probseg=_derived(ref_image, probability, np.float32, np.uint8),
+        mask=derived_image(ref_image, mask, np.uint8),
+        probseg=derived_image(ref_image, probability, np.float32, np.uint8),
         lesions=rows, measures=measures,
         inputs={name: str(path) for name, path in (("FLAIR", flair), ("T1w", t1w)) if path},
         registration=registration, device=used,

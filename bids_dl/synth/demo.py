@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from ..utils.resample import smooth_noise
 from .contrasts import label_intensities
-from .generator import GeneratorConfig, add_noise
+from .generator import GeneratorConfig, add_noise, rotation_matrix
 from .labels import brain_mask
 
 LABELS_FILE = Path(__file__).resolve().parent.parent / "data" / "templates" / (
@@ -65,17 +65,6 @@ SIDECARS = {"T1w": {"EchoTime": 0.003, "RepetitionTime": 2.3, "InversionTime": 0
             "FLAIR": {"EchoTime": 0.12, "RepetitionTime": 9.0, "InversionTime": 2.5}}
 
 
-def _rotation(angles_deg: np.ndarray) -> np.ndarray:
-    matrix = np.eye(3)
-    for axis, angle in enumerate(np.deg2rad(angles_deg)):
-        c, s = np.cos(angle), np.sin(angle)
-        i, j = [a for a in range(3) if a != axis]
-        rotation = np.eye(3)
-        rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
-        matrix = rotation @ matrix
-    return matrix
-
-
 def render_image(labels: np.ndarray, labels_affine: np.ndarray, spec: DemoImage,
                  with_truth: bool = False):
     """Render one demo image: an LAS-stored grid of ``spec.voxel_mm`` covering the head, the
@@ -90,7 +79,7 @@ def render_image(labels: np.ndarray, labels_affine: np.ndarray, spec: DemoImage,
     # world (scanner mm) -> head-template mm: the inverse of scale, rotation and shift
     centre = labels_affine[:3, :3] @ (np.array(labels.shape) / 2) + labels_affine[:3, 3]
     scale = np.diag(SUBJECT_SCALE[spec.subject])
-    rotation = _rotation(rng.uniform(-6, 6, 3))
+    rotation = rotation_matrix(rng.uniform(-6, 6, 3))
     shift = rng.uniform(-4, 4, 3)
     grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
     world = (grid - ((shape - 1) / 2)[:, None]) * fine[:, None]

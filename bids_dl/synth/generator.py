@@ -56,16 +56,27 @@ class Sample:
     labels: np.ndarray | None = None  # nearest-neighbour labels, when asked for
 
 
-def random_affine(rng: np.random.Generator, config: GeneratorConfig) -> np.ndarray:
-    """3x3 matrix: rotations about x, y, z (uniform +-max_rotation), scaling, shear."""
-    angles = np.deg2rad(rng.uniform(-config.max_rotation, config.max_rotation, 3))
+def rotation_matrix(angles_deg) -> np.ndarray:
+    """3x3 rotation: about x, then y, then z, by ``angles_deg`` (degrees)."""
     matrix = np.eye(3)
-    for axis, angle in enumerate(angles):
+    for axis, angle in enumerate(np.deg2rad(angles_deg)):
         c, s = np.cos(angle), np.sin(angle)
         i, j = [a for a in range(3) if a != axis]
         rotation = np.eye(3)
         rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
         matrix = rotation @ matrix
+    return matrix
+
+
+def brain_centre(mask: np.ndarray) -> np.ndarray:
+    """World (mm) centre of mass of a brain mask on the :data:`HEAD_AFFINE` grid."""
+    centre_voxel = np.array(ndimage.center_of_mass(mask))
+    return HEAD_AFFINE[:3, :3] @ centre_voxel + HEAD_AFFINE[:3, 3]
+
+
+def random_affine(rng: np.random.Generator, config: GeneratorConfig) -> np.ndarray:
+    """3x3 matrix: rotations about x, y, z (uniform +-max_rotation), scaling, shear."""
+    matrix = rotation_matrix(rng.uniform(-config.max_rotation, config.max_rotation, 3))
     shear = np.eye(3) + np.triu(rng.uniform(-config.max_shear, config.max_shear, (3, 3)), 1)
     return matrix @ shear @ np.diag(rng.uniform(*config.scale_range, 3))
 
@@ -144,13 +155,8 @@ class SyntheticHeads:
             raise ValueError("no label maps given")
         self.label_maps = label_maps
         self.masks = [brain_mask(labels).astype(np.float32) for labels in label_maps]
-        self.centres = [self._brain_centre(mask) for mask in self.masks]
+        self.centres = [brain_centre(mask) for mask in self.masks]
         self.config = config or GeneratorConfig()
-
-    @staticmethod
-    def _brain_centre(mask: np.ndarray) -> np.ndarray:
-        centre_voxel = np.array(ndimage.center_of_mass(mask))
-        return HEAD_AFFINE[:3, :3] @ centre_voxel + HEAD_AFFINE[:3, 3]
 
     def sample(self, seed, contrast: str | None = None, label_map: int | None = None,
                with_labels: bool = False) -> Sample:

@@ -10,7 +10,7 @@ often with thick slices), noise and gamma, normalised inside the brain. A contra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -18,8 +18,14 @@ from scipy import ndimage
 from ..models.grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 from ..utils.resample import smooth_noise
 from .contrasts import label_intensities
-from .generator import GeneratorConfig, add_noise, degrade_resolution, sample_coordinates
-from .labels import HEAD_AFFINE, LABELS, brain_mask
+from .generator import (
+    GeneratorConfig,
+    add_noise,
+    brain_centre,
+    degrade_resolution,
+    sample_coordinates,
+)
+from .labels import LABELS, brain_mask
 from .lesions import LesionAnatomy, lesion_intensity, paint_lesions, simulate_lesions
 
 CHANNELS = ("FLAIR", "T1w")
@@ -69,10 +75,7 @@ class LesionHeads:
         self.config = config or LesionConfig()
         self._anatomies: dict[int, LesionAnatomy] = {}
         self.masks = [brain_mask(labels).astype(np.float32) for labels in label_maps]
-        self.centres = []
-        for mask in self.masks:
-            centre = np.array(ndimage.center_of_mass(mask))
-            self.centres.append(HEAD_AFFINE[:3, :3] @ centre + HEAD_AFFINE[:3, 3])
+        self.centres = [brain_centre(mask) for mask in self.masks]
 
     def anatomy(self, index: int) -> LesionAnatomy:
         if index not in self._anatomies:
@@ -125,7 +128,7 @@ class LesionHeads:
         image *= 1.0 + rng.uniform(0, 0.08) * smooth_noise(shape, rng, 24)
         image *= np.exp(rng.uniform(0, config.geometry.max_bias) * smooth_noise(shape, rng, 4))
         thick = config.p_thick_flair if contrast == "FLAIR" else config.p_thick_t1w
-        geometry = GeneratorConfig(**{**config.geometry.__dict__, "p_thick_slices": thick})
+        geometry = replace(config.geometry, p_thick_slices=thick)
         image = degrade_resolution(image, rng, geometry)
         image = add_noise(image / max(float(image.max()), 1e-6), rng, geometry)
         image = np.clip(image, 0, None) ** np.exp(rng.uniform(-0.2, 0.2))

@@ -104,3 +104,16 @@ def write_images_atomically(images: dict[Path, nib.Nifti1Image]) -> list[Path]:
         for tmp in staged.values():
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def derived_image(image: nib.Nifti1Image, data: np.ndarray, dtype, stored_as=None,
+                  ) -> nib.Nifti1Image:
+    """A NIfTI image on ``image``'s grid holding ``data`` as ``dtype`` in memory; on disk as
+    ``stored_as`` when given (nibabel then picks the scaling slope)."""
+    header = nib.Nifti1Header()
+    header.set_xyzt_units(*image.header.get_xyzt_units())
+    out = nib.Nifti1Image(data.astype(dtype), image.affine, header)
+    out.set_qform(image.affine, int(image.header["qform_code"]) or 1)
+    out.set_sform(image.affine, int(image.header["sform_code"]) or 1)
+    out.set_data_dtype(stored_as or dtype)
+    return out
