@@ -177,3 +177,33 @@ def test_registration_of_images_that_do_not_overlap():
     expected = world + np.array([[300.0], [0.0], [0.0]])
     error = np.linalg.norm(transform[:3, :3] @ world + transform[:3, 3:] - expected, axis=0)
     assert error.max() < 1.0, error.max()
+
+
+def test_lesion_training_samples(head):
+    """Samples of the lesion generator: FLAIR lesions bright and T1w lesions dark against
+    white matter on the model grid, targets where they belong, patches of one head pure
+    functions of the seed, a left-out contrast all zeros."""
+    from bids_dl.synth.lesion_generator import TARGETS, LesionConfig, LesionHeads
+
+    labels, _, _ = head
+    heads = LesionHeads([labels])
+    whole = heads.sample(7, lesion_count=20, present=(True, True))
+    assert whole.image.shape == (2, *heads.config.geometry.out_shape)
+    assert whole.mask.shape == (len(TARGETS), *whole.image.shape[1:])
+    lesions = whole.mask[0].astype(bool)
+    assert lesions.sum() > 100
+    assert not (lesions & ~whole.brain.astype(bool)).any()
+    core = ndimage.binary_erosion(lesions)
+    white = whole.brain.astype(bool) & ~ndimage.binary_dilation(lesions, iterations=2) & ~(
+        whole.mask[1:].any(0))
+    flair, t1w = whole.image
+    assert flair[core].mean() > np.median(flair[white]) + 0.5 * flair[white].std()
+    assert t1w[core].mean() < np.median(t1w[white])
+    assert whole.mask[1].sum() > 1000  # ventricles
+    patched = LesionHeads([labels], LesionConfig(patch=32))
+    first = patched.samples((3, 1), 3, present=(True, False))
+    again = patched.samples((3, 1), 3, present=(True, False))
+    assert len(first) == 3 and first[0].image.shape == (2, 32, 32, 32)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(first, again))
+    assert not any(p.image[1].any() for p in first)
+    assert not np.array_equal(first[0].image, first[1].image)

@@ -26,7 +26,12 @@ from .generator import (
     sample_coordinates,
 )
 from .labels import LABELS, brain_mask
-from .lesions import LesionAnatomy, lesion_intensity, paint_lesions, simulate_lesions
+from .lesions import (
+    LesionAnatomy,
+    lesion_intensity,
+    paint_lesion_fraction,
+    simulate_lesions,
+)
 
 CHANNELS = ("FLAIR", "T1w")
 #: Output channels of the lesion model: the lesions, plus the structures that place them
@@ -84,7 +89,19 @@ class LesionHeads:
 
     def sample(self, seed, label_map: int | None = None, lesion_count: int | None = None,
                present: tuple[bool, bool] | None = None) -> LesionSample:
-        """One sample, a pure function of ``seed`` (and the optional fixed choices)."""
+        """One sample (a cubic patch when ``config.patch``), a pure function of ``seed`` (and
+        the optional fixed choices)."""
+        return self.samples(seed, 1, label_map, lesion_count, present)[0]
+
+    def samples(self, seed, patches: int = 1, label_map: int | None = None,
+                lesion_count: int | None = None, present: tuple[bool, bool] | None = None,
+                ) -> list[LesionSample]:
+        """``patches`` cubic patches cut from one rendered head (the whole grid once when
+        ``config.patch`` is None); a pure function of its arguments.
+
+        The label map and the lesion mask are resampled once onto the model grid (labels by
+        nearest neighbour, lesions as a partial-volume fraction), and each contrast is rendered
+        there, so a sample costs two resamplings however many contrasts and targets it has."""
         rng = np.random.default_rng(seed)
         config = self.config
         index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
@@ -92,38 +109,40 @@ class LesionHeads:
         lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
         coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
                                                  config.geometry)
-        brain = ndimage.map_coordinates(self.masks[index], coordinates, order=1,
-                                        prefilter=False) >= 0.5
-        targets = [ndimage.map_coordinates(lesions.astype(np.float32), coordinates, order=1,
-                                           prefilter=False) >= 0.5]
-        for name in TARGETS[1:]:
-            structure = np.isin(labels, _TARGET_LABELS[name]).astype(np.float32)
-            targets.append(ndimage.map_coordinates(structure, coordinates, order=1,
-                                                   prefilter=False) >= 0.5)
+        grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)
+        fraction = (ndimage.map_coordinates(lesions.astype(np.float32), coordinates, order=1,
+                                            prefilter=False) if lesions.any()
+                    else np.zeros(grid_labels.shape, np.float32))
+        brain = brain_mask(grid_labels)
+        targets = [fraction >= 0.5] + [np.isin(grid_labels, _TARGET_LABELS[name])
+                                       for name in TARGETS[1:]]
         if present is None:
             draw = rng.random()
             present = ((True, False) if draw < config.p_flair_only else
                        (False, True) if draw < config.p_flair_only + config.p_t1w_only else
                        (True, True))
-        box = _lesion_box(lesions)
         channels = []
         for contrast, kept in zip(CHANNELS, present):
-            image = self._render(labels, lesions, box, contrast, coordinates, rng)
+            image = self._render(grid_labels, fraction, contrast, rng)
             channels.append(image if kept else np.zeros_like(image))
         image = normalise_channels(np.stack(channels), brain)
         sample = LesionSample(image, np.stack(targets).astype(np.uint8),
                               brain.astype(np.uint8), tuple(present), affine)
-        return crop_patch(sample, config.patch, rng, config.p_patch_on_lesion)
+        if not config.patch:
+            return [sample]
+        return [crop_patch(sample, config.patch, rng, config.p_patch_on_lesion)
+                for _ in range(patches)]
 
-    def _render(self, labels, lesions, box, contrast: str, coordinates: np.ndarray,
+    def _render(self, grid_labels: np.ndarray, lesion_fraction: np.ndarray, contrast: str,
                 rng: np.random.Generator) -> np.ndarray:
+        """One contrast of the head on the model grid (label means, partial volume at tissue
+        edges, lesions, texture, bias, resolution, noise, gamma), float32 scaled to max 1."""
         config = self.config
         means = label_intensities(contrast, rng)
-        volume = means[labels]
-        if box is not None:
-            volume[box] = paint_lesions(volume[box], lesions[box],
-                                        lesion_intensity(contrast, means, rng), rng)
-        image = ndimage.map_coordinates(volume, coordinates, order=1, prefilter=False)
+        image = ndimage.gaussian_filter(means[grid_labels].astype(np.float32), 0.5)
+        if lesion_fraction.any():
+            image = paint_lesion_fraction(image, lesion_fraction,
+                                          lesion_intensity(contrast, means, rng), rng)
         shape = config.geometry.out_shape
         image *= 1.0 + rng.uniform(0, 0.08) * smooth_noise(shape, rng, 24)
         image *= np.exp(rng.uniform(0, config.geometry.max_bias) * smooth_noise(shape, rng, 4))
@@ -153,16 +172,6 @@ def crop_patch(sample: LesionSample, patch: int | None, rng: np.random.Generator
     affine[:3, 3] += affine[:3, :3] @ low
     return LesionSample(sample.image[(slice(None), *box)], sample.mask[(slice(None), *box)],
                         sample.brain[box], sample.present, affine)
-
-
-def _lesion_box(lesions: np.ndarray, margin: int = 4):
-    """Bounding box (slices) of the lesions plus ``margin`` voxels, or None without any."""
-    found = np.argwhere(lesions)
-    if not len(found):
-        return None
-    low = np.maximum(found.min(0) - margin, 0)
-    high = np.minimum(found.max(0) + margin + 1, lesions.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def normalise_channels(image: np.ndarray, brain: np.ndarray) -> np.ndarray:

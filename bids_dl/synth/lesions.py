@@ -168,11 +168,18 @@ def remove_small_lesions(mask: np.ndarray, min_voxels: int) -> np.ndarray:
 
 def paint_lesions(rendered: np.ndarray, lesions: np.ndarray, intensity: float,
                   rng: np.random.Generator) -> np.ndarray:
-    """``rendered`` (label means on the label grid) with the lesions painted in at
+    """``rendered`` (label means on the label grid) with the binary ``lesions`` painted in at
     ``intensity``: soft edges (partial volume) and a slowly varying texture inside."""
     if not lesions.any():
         return rendered
     fraction = ndimage.gaussian_filter(lesions.astype(np.float32), 0.7)
+    return paint_lesion_fraction(rendered, fraction, intensity, rng)
+
+
+def paint_lesion_fraction(rendered: np.ndarray, fraction: np.ndarray, intensity: float,
+                          rng: np.random.Generator) -> np.ndarray:
+    """``rendered`` mixed with lesion tissue of ``intensity`` (times a slowly varying
+    texture) by the lesion partial-volume ``fraction`` (0-1, same grid)."""
     texture = 1.0 + 0.08 * smooth_noise(rendered.shape, rng, 24)
     return rendered * (1 - fraction) + intensity * texture * fraction
 

@@ -19,9 +19,10 @@ from .train import Recipe
 #: throughout; the model then runs on 64³ tiles, so that its normalisation statistics match).
 TASK_DEFAULTS = {
     "brain-extraction": {},
-    "lesion-segmentation": {"patch_steps": 3000, "steps": 0, "patch": 64,
-                            "loss": "channel-wise soft Dice + binary cross-entropy (lesion "
-                                    "channel x2)"},
+    "lesion-segmentation": {"patch_steps": 5000, "steps": 0, "patch": 64, "batch_size": 2,
+                            "patches_per_head": 2,
+                            "loss": "channel-wise soft Dice (over the batch) + binary "
+                                    "cross-entropy (lesion channel x2)"},
 }
 TASK_HELP = {"brain-extraction": "train the brain-extraction U-Net (1 input: any contrast)",
              "lesion-segmentation": "train the lesion U-Net (2 inputs: FLAIR, T1w; either "
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="whole-grid steps after the patch phase")
         sub.add_argument("--patch", type=int, default=defaults.patch)
         sub.add_argument("--batch-size", type=int, default=defaults.batch_size)
+        sub.add_argument("--patches-per-head", type=int, default=defaults.patches_per_head,
+                         help="patches cut from one rendered head (lesion segmentation)")
         sub.add_argument("--filters", default=",".join(map(str, defaults.filters)))
         sub.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
         sub.add_argument("--seed", type=int, default=defaults.seed)
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(
         task=args.task, filters=tuple(int(f) for f in args.filters.split(",")), patch=args.patch,
         patch_steps=args.patch_steps, steps=args.steps, batch_size=args.batch_size,
+        patches_per_head=args.patches_per_head,
         learning_rate=args.learning_rate, seed=args.seed,
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )

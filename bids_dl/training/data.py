@@ -33,12 +33,21 @@ def _init_worker(heads: SyntheticHeads) -> None:
     _HEADS = heads
 
 
-def make_batch(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``(seed, step, batch_size)`` -> image ``(batch, channels, x, y, z)`` and masks
-    ``(batch, targets, x, y, z)`` arrays (channels-first) as float32; a pure function of its
-    arguments."""
-    seed, step, batch_size = args
-    samples = [_HEADS.sample((seed, step, i)) for i in range(batch_size)]
+def make_batch(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``(seed, step, batch_size, patches_per_head)`` -> image ``(batch, channels, x, y,
+    z)`` and masks ``(batch, targets, x, y, z)`` arrays (channels-first) as float32; a pure
+    function of its arguments. Generators that can cut several patches from one rendered head
+    (``samples``) do so ``patches_per_head`` at a time."""
+    seed, step, batch_size, per_head = args
+    samples = []
+    if per_head > 1 and hasattr(_HEADS, "samples"):
+        head = 0
+        while len(samples) < batch_size:
+            samples += _HEADS.samples((seed, step, head), per_head)
+            head += 1
+        samples = samples[:batch_size]
+    else:
+        samples = [_HEADS.sample((seed, step, i)) for i in range(batch_size)]
     images = np.stack([s.image if s.image.ndim == 4 else s.image[None] for s in samples])
     masks = np.stack([s.mask if s.mask.ndim == 4 else s.mask[None]
                       for s in samples]).astype(np.float32)
@@ -50,13 +59,14 @@ class BatchStream:
     ``prefetch`` batches ahead (so the generator does not steal CPU from training)."""
 
     def __init__(self, heads: SyntheticHeads, seed: int, start: int, stop: int,
-                 batch_size: int = 1, workers: int = 1, prefetch: int = 3):
-        self.heads, self.seed = heads, seed
+                 batch_size: int = 1, workers: int = 1, prefetch: int = 3,
+                 patches_per_head: int = 1):
+        self.heads, self.seed, self.patches_per_head = heads, seed, patches_per_head
         self.start, self.stop, self.batch_size, self.workers = start, stop, batch_size, workers
         self.prefetch = max(prefetch, workers)
 
     def __iter__(self):
-        jobs = [(self.seed, step, self.batch_size) for step in range(self.start, self.stop)]
+        jobs = [(self.seed, step, self.batch_size, self.patches_per_head) for step in range(self.start, self.stop)]
         if self.workers <= 0:
             _init_worker(self.heads)
             yield from map(make_batch, jobs)

@@ -22,19 +22,21 @@ def dice_bce_loss(y_true, y_pred):
 def channelwise_dice_bce_loss(y_true, y_pred):
     """Mean over channels of soft Dice + binary cross-entropy, each channel on its own (a
     small structure, e.g. lesions, counts as much as a large one); channels-first tensors
-    ``(batch, channels, x, y, z)``. The first channel (lesions) weighs double."""
+    ``(batch, channels, x, y, z)``. Dice pools the whole batch (a patch without lesions does
+    not reward an empty prediction on its own); the first channel (lesions) weighs double."""
     y_true = ops.cast(y_true, y_pred.dtype)
-    spatial = tuple(range(2, len(y_pred.shape)))
-    overlap = ops.sum(y_true * y_pred, axis=spatial)
-    total = ops.sum(y_true, axis=spatial) + ops.sum(y_pred, axis=spatial)
+    pooled = (0,) + tuple(range(2, len(y_pred.shape)))
+    overlap = ops.sum(y_true * y_pred, axis=pooled)
+    total = ops.sum(y_true, axis=pooled) + ops.sum(y_pred, axis=pooled)
     dice = 1.0 - (2.0 * overlap + 1.0) / (total + 1.0)
     clipped = ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
     bce = -ops.mean(y_true * ops.log(clipped) + (1 - y_true) * ops.log(1 - clipped),
-                    axis=spatial)
+                    axis=pooled)
     per_channel = dice + bce
-    channels = per_channel.shape[1]
+    channels = per_channel.shape[0]
     weights = ops.convert_to_tensor([2.0] + [1.0] * (channels - 1), dtype=y_pred.dtype)
-    return ops.sum(per_channel * weights, axis=1) / ops.sum(weights)
+    loss = ops.sum(per_channel * weights) / ops.sum(weights)
+    return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * loss
 
 
 #: The loss each task trains with.

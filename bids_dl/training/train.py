@@ -30,6 +30,7 @@ class Recipe:
     patch_steps: int = 900
     steps: int = 1100
     batch_size: int = 1
+    patches_per_head: int = 1  # patches cut from one rendered head (lesion generator)
     learning_rate: float = 1e-3
     final_learning_rate: float = 5e-5
     seed: int = 0
@@ -117,7 +118,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             continue
         heads = make_heads(recipe.task, maps, patch)
         stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
-                             recipe.batch_size, workers)
+                             recipe.batch_size, workers,
+                             patches_per_head=recipe.patches_per_head if patch else 1)
         tic = time.time()
         for step, (images, masks) in enumerate(stream, start=max(start, phase_start)):
             rate = recipe.learning_rate_at(step)
