@@ -66,7 +66,8 @@ class BatchStream:
         self.prefetch = max(prefetch, workers)
 
     def __iter__(self):
-        jobs = [(self.seed, step, self.batch_size, self.patches_per_head) for step in range(self.start, self.stop)]
+        jobs = [(self.seed, step, self.batch_size, self.patches_per_head)
+                for step in range(self.start, self.stop)]
         if self.workers <= 0:
             _init_worker(self.heads)
             yield from map(make_batch, jobs)
