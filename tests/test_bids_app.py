@@ -223,6 +223,12 @@ def test_failing_participant_and_concurrent_runs(demo_dir, tmp_path):
     assert len(crash) == 1 and "sub-03_T1w.nii.gz" in crash[0].read_text()
     json.loads((output / "dataset_description.json").read_text())
     assert not [p for p in output.rglob(".*") if p.is_file()]
+    group = run_bids_dl([bids, output, "group"])
+    assert group.returncode == 0, group.stderr[-3000:]
+    assert "sub-03: its participant-level run failed" in group.stderr
+    report = (output / "group" / "report.html").read_text()
+    assert "Failed participants (1)" in report and "truncated" in report
+    assert 'href="../sub-01.html"' not in report.split("<h2>Distributions")[0]
 
 
 def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):

@@ -332,6 +332,8 @@ def run_group(opts, paths: Paths) -> int:
     LOGGER.info("group: %d image(s) in %s and %s (%d outlier value(s)) in %.1f s",
                 result.n_images, result.table, result.report, result.n_outliers,
                 time.time() - tic)
+    for subject, messages in result.failed.items():
+        LOGGER.error("sub-%s: its participant-level run failed: %s", subject, "; ".join(messages))
     return EXIT_OK
 
 

@@ -1,7 +1,9 @@
 """Group level: ``group/measures.tsv`` and ``group/report.html`` from the derivatives.
 
 Outliers are flagged per measure, task and contrast by a robust z-score,
-``(x - median) / (1.4826 * MAD)``, beyond :data:`OUTLIER_Z`.
+``(x - median) / (1.4826 * MAD)``, beyond :data:`OUTLIER_Z`. Participants whose latest
+participant-level run failed (``OUTPUT_DIR/logs/run_*.json``, written by every run, also by
+each job of a cluster array) are listed with their errors.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,27 @@ class GroupResult:
     report: Path
     n_images: int
     n_outliers: int
+    failed: dict[str, list[str]]
+
+
+def failed_participants(output_dir: Path, participants: list[str] | None = None,
+                        ) -> dict[str, list[str]]:
+    """Participant label -> error messages, for participants whose latest participant-level
+    run (by the time its summary was written) failed or skipped them."""
+    latest: dict[str, tuple[float, list[str]]] = {}
+    for path in (output_dir / "logs").glob("run_*.json"):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        written = path.stat().st_mtime
+        failed, skipped = summary.get("failed", {}), summary.get("skipped", {})
+        for subject in list(summary.get("participants", [])) + list(skipped):
+            messages = failed.get(subject) or ([skipped[subject]] if subject in skipped else [])
+            if subject not in latest or written >= latest[subject][0]:
+                latest[subject] = (written, list(messages))
+    return {subject: messages for subject, (_, messages) in sorted(latest.items())
+            if messages and (participants is None or subject in participants)}
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -101,6 +125,7 @@ def write_group(output_dir: Path, participants: list[str] | None = None) -> Grou
     from ..utils.io import atomic_path
 
     images = find_measured(output_dir, participants)
+    failed = failed_participants(output_dir, participants)
     if not images:
         raise FileNotFoundError(f"{output_dir}: no bids-dl derivatives with measures found; "
                                 "run the participant level first")
@@ -141,8 +166,8 @@ def write_group(output_dir: Path, participants: list[str] | None = None) -> Grou
     html = environment.get_template("group.html").render(
         version=__version__, date=datetime.datetime.now().isoformat(timespec="seconds"),
         n_images=len(rows), n_participants=len({row["participant_id"] for row in rows}),
-        plots=plots, outliers=outliers, summary=summary, threshold=OUTLIER_Z)
+        plots=plots, outliers=outliers, summary=summary, threshold=OUTLIER_Z, failed=failed)
     report = group_dir / "report.html"
     with atomic_path(report) as tmp:
         Path(tmp).write_text(html)
-    return GroupResult(table, report, len(rows), len(outliers))
+    return GroupResult(table, report, len(rows), len(outliers), failed)

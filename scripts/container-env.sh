@@ -1,0 +1,14 @@
+# Sourced by the container scripts: podman settings this kind of machine needs (runc, not
+# crun, which fails on hybrid cgroups; explicit ulimits, which podman cannot raise here).
+# shellcheck shell=bash
+export CONTAINERS_CONF="${CONTAINERS_CONF:-/tmp/bids-dl-containers.conf}"
+if [ ! -f "$CONTAINERS_CONF" ]; then
+  cat > "$CONTAINERS_CONF" <<CONF
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+CONF
+fi
+BASE_IMAGE="${BASE_IMAGE:-localhost/bids-dl-base:bookworm}"
+IMAGE="${IMAGE:-localhost/bids-dl:cpu}"
