@@ -22,11 +22,15 @@ import numpy as np
 VOLATILE = {"RuntimeSeconds", "Container", "SourceDatasets", "DatasetLinks"}
 
 
-def derivative_files(root: Path) -> set[str]:
-    found = {str(p.relative_to(root)) for p in root.glob("sub-*/**/*") if p.is_file()
-             and p.name.endswith((".nii.gz", ".json", ".tsv"))}
-    found |= {name for name in ("dataset_description.json", "group/measures.tsv")
-              if (root / name).is_file()}
+def derivative_files(root: Path, participants: list[str] | None = None) -> set[str]:
+    """Derivative files under ``root`` (relative paths); only those of ``participants``
+    (labels) when given, else also the dataset description and the group table."""
+    folders = [f"sub-{label}" for label in participants] if participants else ["sub-*"]
+    found = {str(p.relative_to(root)) for folder in folders for p in root.glob(f"{folder}/**/*")
+             if p.is_file() and p.name.endswith((".nii.gz", ".json", ".tsv"))}
+    if not participants:
+        found |= {name for name in ("dataset_description.json", "group/measures.tsv")
+                  if (root / name).is_file()}
     return found
 
 
@@ -58,8 +62,10 @@ def compare_file(a: Path, b: Path, atol: float) -> str | None:
     return None if a.read_text() == b.read_text() else "tables differ"
 
 
-def compare(root_a: Path, root_b: Path, atol: float = 1e-4) -> list[str]:
-    files_a, files_b = derivative_files(root_a), derivative_files(root_b)
+def compare(root_a: Path, root_b: Path, atol: float = 1e-4,
+            participants: list[str] | None = None) -> list[str]:
+    files_a = derivative_files(root_a, participants)
+    files_b = derivative_files(root_b, participants)
     problems = [f"only in {root_a}: {name}" for name in sorted(files_a - files_b)]
     problems += [f"only in {root_b}: {name}" for name in sorted(files_b - files_a)]
     for name in sorted(files_a & files_b):
@@ -77,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("second", type=Path)
     parser.add_argument("--atol", type=float, default=1e-4,
                         help="tolerance for non-mask images (default 1e-4)")
+    parser.add_argument("--participants", nargs="+", metavar="LABEL",
+                        help="compare only these participants' derivatives")
     args = parser.parse_args(argv)
-    problems = compare(args.first, args.second, args.atol)
+    problems = compare(args.first, args.second, args.atol, args.participants)
     for problem in problems:
         print(problem)
-    count = len(derivative_files(args.first))
+    count = len(derivative_files(args.first, args.participants))
     print(f"{count} file(s) compared: {'identical' if not problems else f'{len(problems)} difference(s)'}")
     return 1 if problems else 0
 

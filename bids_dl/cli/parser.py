@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,9 @@ from .. import __version__
 from ..utils.device import DEVICES
 
 TASK_NAMES = ("brain-extraction", "lesion-segmentation")
+#: Nipype execution plugins bids-dl passes through (the *Graph ones submit every node as a
+#: cluster job with dependencies and return at once).
+PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS", "PBSGraph")
 
 DESCRIPTION = f"""\
 bids-dl {__version__}: deep-learning brain extraction and white-matter lesion segmentation
@@ -37,6 +41,18 @@ def _positive_float(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value}: must be more than 0")
     return number
+
+
+def _json_object(value: str) -> dict:
+    """A JSON object given inline or as the path of a JSON file."""
+    text = Path(value).read_text() if Path(value).is_file() else value
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{value}: not JSON ({error})") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"{value}: must be a JSON object")
+    return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "at least 1, at most 8)")
     work.add_argument("--mem-gb", "--mem_gb", type=_positive_float, default=None,
                       help="upper bound memory limit for bids-dl processes (GB)")
+    work.add_argument("--plugin", choices=PLUGINS, default="MultiProc",
+                      help="Nipype execution plugin (default MultiProc: this machine); "
+                           "SLURM/SGE/PBS submit each node as a cluster job and wait, the "
+                           "*Graph variants submit them all with dependencies and return "
+                           "(the work dir must then be on a shared file system)")
+    work.add_argument("--plugin-args", type=_json_object, default=None, metavar="JSON",
+                      help="arguments of the Nipype plugin, as JSON or a JSON file, e.g. "
+                           '\'{"sbatch_args": "--mem=8G --time=1:00:00"}\'')
     work.add_argument("--device", choices=DEVICES, default="auto",
                       help="where the CNNs run: a GPU when there is one (auto), or force "
                            "cpu or gpu (error when none is visible)")

@@ -1,7 +1,7 @@
 """``bids-dl BIDS_DIR OUTPUT_DIR {participant,group}``: the BIDS-App entry point.
 
 The main process never imports Keras: the CNNs run in Nipype's MultiProc workers (forked),
-each of which loads the models once. Nipype's version check (etelemetry) is switched off
+each of which loads the models once, or in cluster jobs (``--plugin SLURM`` and friends). Nipype's version check (etelemetry) is switched off
 before Nipype is imported: nothing ever phones home.
 """
 
@@ -220,6 +220,12 @@ def run_participant(opts, paths: Paths) -> int:
     omp_nthreads = opts.omp_nthreads or min(max(nprocs - 1, 1), 8)
     executed, failed_nodes = run_workflow(opts, paths, selection, tasks, cards, nprocs,
                                           omp_nthreads)
+    if opts.plugin.endswith("Graph"):
+        LOGGER.info("%s: the workflow's jobs are submitted (scripts in %s); outputs appear as "
+                    "they finish. Run the same command with --plugin MultiProc afterwards "
+                    "(it recomputes nothing) to write the reports.", opts.plugin,
+                    paths.work_dir)
+        return EXIT_OK
     # crash files of this run: newer than its start, of its participants (another process
     # may write into the same logs folder at the same time, for other participants)
     crashes = [read_crashfile(path) for path in sorted(paths.logs_dir.glob("crash-*.txt"))
@@ -292,16 +298,39 @@ def run_workflow(opts, paths: Paths, selection, tasks, cards, nprocs: int,
         elif event == "exception":
             failed.append(node.fullname)
 
-    plugin_args = {"n_procs": nprocs, "raise_insufficient": False, "status_callback": status}
-    if opts.mem_gb:
-        plugin_args["memory_gb"] = opts.mem_gb
+    plugin_args = plugin_settings(opts, nprocs, status)
     try:
-        workflow.run(plugin="MultiProc", plugin_args=plugin_args)
+        workflow.run(plugin=opts.plugin, plugin_args=plugin_args)
     except RuntimeError as error:
         if "did not execute cleanly" not in str(error) and not failed:
             raise
         LOGGER.error("some nodes failed: see the crash files in %s", paths.logs_dir)
     return executed, failed
+
+
+def plugin_settings(opts, nprocs: int, status) -> dict:
+    """Nipype ``plugin_args`` for ``opts.plugin``: ours (processes, memory, progress
+    callback) where the plugin takes them, then the user's ``--plugin-args`` over them."""
+    settings: dict = {}
+    if opts.plugin == "MultiProc":
+        settings = {"n_procs": nprocs, "raise_insufficient": False}
+        if opts.mem_gb:
+            settings["memory_gb"] = opts.mem_gb
+    if not opts.plugin.endswith("Graph"):
+        settings["status_callback"] = status
+    if opts.plugin.startswith("SLURM"):
+        os.environ.setdefault("LOGNAME", _user_name())  # Nipype's SLURM plugins need it
+    settings.update(opts.plugin_args or {})
+    return settings
+
+
+def _user_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container --user with no passwd entry
+        return str(os.getuid())
 
 
 def write_graph(workflow, paths: Paths) -> None:
