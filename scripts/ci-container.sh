@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/container-env.sh
-bash scripts/ci-build-image.sh
+if [ -n "${BIDS_DL_PREBUILT_IMAGE:-}" ] && podman image exists "$IMAGE"; then
+  echo "image $IMAGE: prebuilt"  # CircleCI: built by its build_image job
+else
+  bash scripts/ci-build-image.sh
+fi
 scratch=$(mktemp -d /tmp/bids-dl-container.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 bids-dl-demo "$scratch/demo" >/dev/null

@@ -1,8 +1,9 @@
 """``bids-dl BIDS_DIR OUTPUT_DIR {participant,group}``: the BIDS-App entry point.
 
 The main process never imports Keras: the CNNs run in Nipype's MultiProc workers (forked),
-each of which loads the models once, or in cluster jobs (``--plugin SLURM`` and friends). Nipype's version check (etelemetry) is switched off
-before Nipype is imported: nothing ever phones home.
+each of which loads the models once, or in cluster jobs (``--plugin SLURM`` and friends).
+Nipype's version check (etelemetry) is switched off before Nipype is imported: nothing ever
+phones home.
 """
 
 from __future__ import annotations
@@ -94,13 +95,14 @@ def setup_logging(verbose: int, logs_dir: Path | None = None) -> Path | None:
 
 
 def container_info() -> dict | None:
-    """``{"Type", "Tag"}`` when running inside a bids-dl container image."""
-    if os.environ.get("BIDS_DL_CONTAINER"):
-        kind, _, tag = os.environ["BIDS_DL_CONTAINER"].partition("://")
-        return {"Type": kind, "Tag": tag}
+    """``{"Type", "Tag"|"URI"}`` when running inside a bids-dl container image (Singularity
+    first: an image converted from the Docker one keeps the Docker image's variable)."""
     for variable in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
         if os.environ.get(variable):
             return {"Type": "singularity", "URI": os.environ[variable]}
+    if os.environ.get("BIDS_DL_CONTAINER"):
+        kind, _, tag = os.environ["BIDS_DL_CONTAINER"].partition("://")
+        return {"Type": kind, "Tag": tag}
     return None
 
 
