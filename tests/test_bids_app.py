@@ -232,10 +232,11 @@ def test_failing_participant_and_concurrent_runs(demo_dir, tmp_path):
 
 
 def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):
-    """``--tasks lesion-segmentation`` on sub-02: FLAIR + T1w (ses-2) and T1w alone (ses-1);
-    outputs on the reference grid, sidecars naming the inputs and the registration, the
-    per-lesion table, the report. With the shipped model when there is one, else with the
-    2-step test model (plumbing only: no accuracy asserted then)."""
+    """Brain extraction + lesion segmentation on sub-02: FLAIR + T1w (ses-2) and T1w alone
+    (ses-1); outputs on the reference grid, sidecars naming the inputs and the registration,
+    the per-lesion table, the report; the lesion path reuses the reference image's brain
+    mask. With the shipped model when there is one, else with the 2-step test model
+    (plumbing only: no accuracy asserted then)."""
     from bids_dl.models.lesion_segmentation import TABLE_COLUMNS
     from bids_dl.models.registry import available, get_entry
     from bids_dl.workflows.tasks import TASKS
@@ -244,12 +245,13 @@ def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):
     env = {} if shipped else {"BIDS_DL_MODEL_DIR": str(lesion_model_dir)}
     output = tmp_path / "out"
     result = run_bids_dl([demo_dir, output, "participant", "--participant-label", "02",
-                          "--tasks", "lesion-segmentation", "-w", tmp_path / "work",
-                          "--nprocs", "2"], extra_env=env)
+                          "--session-label", "2", "--tasks", "brain-extraction",
+                          "lesion-segmentation", "-w", tmp_path / "work", "--nprocs", "2"],
+                         extra_env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert not list(output.rglob("*desc-brain*")), "only the task asked for ran"
     units = [unit for unit in _units()["lesion-segmentation"] if unit.reference.subject == "02"]
     assert {unit.key for unit in units} == {"ses_1_run_1_T1w", "ses_2_FLAIR"}
+    units = [unit for unit in units if unit.reference.entity("session") == "2"]
     experimental = not shipped or get_entry("lesion-segmentation").read_card().get(
         "experimental", False)
     for unit in units:
@@ -272,6 +274,9 @@ def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):
         measures = meta["Measures"]
         assert measures["LesionCount"] == len(lines) - 1
         assert 1300 < measures["BrainVolumeMl"] < 2400
+        brain = _sidecar(output / TASKS["brain-extraction"].outputs[0].relpath(unit.reference))
+        assert measures["BrainVolumeMl"] == pytest.approx(
+            brain["Measures"]["BrainVolumeMl"], abs=0.01), "the brain mask was reused"
         if not experimental:
             assert measures["LesionVolumeMl"] <= LESION_FREE_FLOOR_ML, measures
     report = (output / "sub-02.html").read_text()

@@ -18,6 +18,8 @@ from nipype.interfaces.base import (
 class _LesionSegmentationInputSpec(BaseInterfaceInputSpec):
     flair = File(exists=True, desc="FLAIR image (the reference grid when given)")
     t1w = File(exists=True, desc="T1w image of the same session")
+    brain_mask = File(exists=True, desc="brain mask of the reference image (FLAIR, else T1w), "
+                                        "when the brain-extraction task made one")
     device = traits.Enum("auto", "cpu", "gpu", usedefault=True, desc="where the CNNs run")
     threshold = traits.Range(low=0.0, high=1.0, value=0.5, usedefault=True,
                              desc="probability above which a voxel is lesion")
@@ -50,8 +52,9 @@ class LesionSegmentation(SimpleInterface):
 
         flair = self.inputs.flair if isdefined(self.inputs.flair) else None
         t1w = self.inputs.t1w if isdefined(self.inputs.t1w) else None
+        brain_mask = self.inputs.brain_mask if isdefined(self.inputs.brain_mask) else None
         result = segment_lesions(flair, t1w, device=self.inputs.device,
-                                 threshold=self.inputs.threshold)
+                                 threshold=self.inputs.threshold, brain_mask=brain_mask)
         mask, probseg, table = result.write(Path(runtime.cwd) / "lesion")
         self._results.update(
             reference=flair or t1w, out_mask=str(mask), out_probseg=str(probseg),

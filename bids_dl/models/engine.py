@@ -87,11 +87,12 @@ class InferenceEngine:
         return np.asarray(output, dtype=np.float32)[0]
 
     def predict_tiled(self, grid_channels: np.ndarray, tile: int, overlap: float = 0.25,
-                      ) -> np.ndarray:
+                      where: np.ndarray | None = None) -> np.ndarray:
         """Model output ``(x, y, z, outputs)`` from cubic ``tile``-voxel tiles of
         ``grid_channels`` (``(x, y, z, inputs)``) overlapping by about ``overlap``, blended
         with weights that fall towards each tile's faces (for models trained on patches of
-        that size: the same normalisation statistics; also the low-memory path)."""
+        that size: the same normalisation statistics; also the low-memory path). With
+        ``where`` (boolean, grid shape), tiles without a voxel of it are skipped (output 0)."""
         shape = grid_channels.shape[:3]
         starts = []
         for size in shape:
@@ -108,12 +109,16 @@ class InferenceEngine:
             for y in starts[1]:
                 for z in starts[2]:
                     box = (slice(x, x + tile), slice(y, y + tile), slice(z, z + tile))
+                    if where is not None and not where[box].any():
+                        continue
                     part = self.predict_channels(grid_channels[box])
                     sub = window[tuple(slice(0, b.stop - b.start) for b in box)]
                     if total is None:
                         total = np.zeros((*shape, part.shape[-1]), np.float32)
                     total[box] += part * sub[..., None]
                     weights[box] += sub
+        if total is None:  # nothing to predict
+            return np.zeros((*shape, self.model.outputs[0].shape[-1]), np.float32)
         return total / np.maximum(weights, 1e-6)[..., None]
 
     def to_grid(self, data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray,

@@ -14,6 +14,7 @@ import csv
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ..utils.io import (
     load_volume,
     write_images_atomically,
 )
+from ..utils.resample import resample_to_grid
 from .engine import GridSpec, InferenceEngine
 from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 
@@ -92,47 +94,84 @@ def check_pair(flair: str | os.PathLike, t1w: str | os.PathLike) -> None:
                               "T1w belong to different participants")
 
 
+#: ``box -> (ventricles, cortex, infratentorial)`` boolean masks of a native-grid box (slices).
+StructureSource = Callable[[tuple[slice, ...]], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
-                 ventricles: np.ndarray, cortex: np.ndarray, infratentorial: np.ndarray,
-                 ) -> list[dict]:
+                 ventricles: np.ndarray | None = None, cortex: np.ndarray | None = None,
+                 infratentorial: np.ndarray | None = None,
+                 structures: StructureSource | None = None) -> list[dict]:
     """One row per 26-connected lesion of ``mask`` (native grid, ``affine``): volume (mm³),
     centroid (world mm), peak and mean probability, and location: ``infratentorial`` (mostly
     in the infratentorial brain), ``periventricular`` (within 3 mm of the ventricles),
-    ``juxtacortical`` (within 1.5 mm of the cortex; both at least one voxel) or ``deep``."""
+    ``juxtacortical`` (within 1.5 mm of the cortex; both at least one voxel) or ``deep``.
+
+    The structures come as whole native-grid masks or as ``structures``, which gives them
+    for a box: they are only needed (and distances only computed) in each lesion's bounding
+    box grown by the largest distance that decides a class, which gives the same classes."""
     labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
     if not count:
         return []
+    if structures is None:
+        def structures(box):
+            return ventricles[box], cortex[box], infratentorial[box]
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
-    to_ventricles = ndimage.distance_transform_edt(~ventricles, sampling=zooms)
-    to_cortex = ndimage.distance_transform_edt(~cortex, sampling=zooms)
+    periventricular_mm = max(PERIVENTRICULAR_MM, zooms.max())
+    juxtacortical_mm = max(JUXTACORTICAL_MM, zooms.max())
+    margin = np.ceil(max(periventricular_mm, juxtacortical_mm) / zooms).astype(int) + 1
     index = np.arange(1, count + 1)
     sizes = ndimage.sum_labels(np.ones_like(probability), labels, index)
     centroids = ndimage.center_of_mass(np.ones_like(probability), labels, index)
     peaks = ndimage.maximum(probability, labels, index)
     means = ndimage.mean(probability, labels, index)
-    near_ventricles = ndimage.minimum(to_ventricles, labels, index)
-    near_cortex = ndimage.minimum(to_cortex, labels, index)
-    below = ndimage.mean(infratentorial.astype(np.float32), labels, index)
+    locations = []
+    for number, box in enumerate(ndimage.find_objects(labels), start=1):
+        grown = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
+                      for s, m, n in zip(box, margin, mask.shape))
+        own = labels[grown] == number
+        near_ventricles, near_cortex, below = structures(grown)
+        if below[own].mean() > 0.5:
+            locations.append("infratentorial")
+        elif _nearest_mm(near_ventricles, own, zooms) <= periventricular_mm:
+            locations.append("periventricular")
+        elif _nearest_mm(near_cortex, own, zooms) <= juxtacortical_mm:
+            locations.append("juxtacortical")
+        else:
+            locations.append("deep")
     order = np.argsort(-sizes, kind="stable")
     rows = []
     for rank, i in enumerate(order, start=1):
-        if below[i] > 0.5:
-            location = "infratentorial"
-        elif near_ventricles[i] <= max(PERIVENTRICULAR_MM, zooms.max()):
-            location = "periventricular"
-        elif near_cortex[i] <= max(JUXTACORTICAL_MM, zooms.max()):
-            location = "juxtacortical"
-        else:
-            location = "deep"
         world = affine[:3, :3] @ np.array(centroids[i]) + affine[:3, 3]
         rows.append({"lesion_id": rank, "volume_mm3": round(float(sizes[i]) * voxel_mm3, 1),
                      "centroid_x_mm": round(float(world[0]), 1),
                      "centroid_y_mm": round(float(world[1]), 1),
                      "centroid_z_mm": round(float(world[2]), 1),
                      "peak_probability": round(float(peaks[i]), 3),
-                     "mean_probability": round(float(means[i]), 3), "location": location})
+                     "mean_probability": round(float(means[i]), 3), "location": locations[i]})
     return rows
+
+
+def _nearest_mm(structure: np.ndarray, lesion: np.ndarray, zooms: np.ndarray) -> float:
+    """Distance (mm) from the lesion voxels to the nearest ``structure`` voxel (inf: none)."""
+    if not structure.any():
+        return float("inf")
+    return float(ndimage.distance_transform_edt(~structure, sampling=zooms)[lesion].min())
+
+
+def grid_structures(outputs: np.ndarray, grid_affine: np.ndarray, affine: np.ndarray,
+                    ) -> StructureSource:
+    """The model's ventricle, cortex and infratentorial outputs (channels 1-3 of ``outputs``,
+    ``(x, y, z, 4)`` on the model grid), resampled onto a native-grid box on demand."""
+    def structures(box: tuple[slice, ...]):
+        start = np.array([s.start for s in box])
+        box_affine = affine.copy()
+        box_affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+        shape = tuple(s.stop - s.start for s in box)
+        return tuple(resample_to_grid(outputs[..., k], grid_affine, shape, box_affine,
+                                      order=1) > 0.5 for k in (1, 2, 3))
+    return structures
 
 
 def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float) -> np.ndarray:
@@ -147,16 +186,30 @@ def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float) -> np.nda
     return keep[labels]
 
 
+def _given_brain_mask(path: str | os.PathLike, reference: nib.Nifti1Image) -> np.ndarray:
+    """A brain mask file as a boolean array; it must lie on the reference image's grid."""
+    data, image = load_volume(path)
+    if data.shape != reference.shape[:3] or not np.allclose(image.affine, reference.affine,
+                                                           atol=1e-3):
+        raise InputImageError(f"{path}: the brain mask is not on the grid of the image it "
+                              "should belong to")
+    return data > 0.5
+
+
 def _thickest_slice(image: nib.Nifti1Image) -> float:
     return float(np.sqrt((image.affine[:3, :3] ** 2).sum(0)).max())
 
 
 def segment_lesions(flair: str | os.PathLike | None = None,
                     t1w: str | os.PathLike | None = None, device: str = "auto",
-                    threshold: float = THRESHOLD, model=None) -> LesionResult:
+                    threshold: float = THRESHOLD, model=None,
+                    brain_mask: str | os.PathLike | None = None) -> LesionResult:
     """Segment white-matter lesions; at least one of ``flair`` and ``t1w``; ``model``: a
-    Keras model to use instead of the shipped one (evaluation of a candidate). Raises
-    :class:`InputImageError` for unusable input (before any model is loaded)."""
+    Keras model to use instead of the shipped one (evaluation of a candidate);
+    ``brain_mask``: the reference image's brain mask when already known (e.g. from the
+    brain-extraction task of the same run; same grid as the reference), else the
+    brain-extraction model makes it. Raises :class:`InputImageError` for unusable input
+    (before any model is loaded)."""
     if flair is None and t1w is None:
         raise InputImageError("lesion segmentation needs a FLAIR, a T1w or both")
     if flair is not None and t1w is not None:
@@ -187,7 +240,10 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     from .registry import load_model
 
     tic = time.perf_counter()
-    brain = brain_probability(ref_image) > 0.5
+    if brain_mask is not None:
+        brain = _given_brain_mask(brain_mask, ref_image)
+    else:
+        brain = brain_probability(ref_image) > 0.5
     timings["brain_mask"] = time.perf_counter() - tic
     if model is None:
         model, card = load_model(TASK)
@@ -210,17 +266,16 @@ def segment_lesions(flair: str | os.PathLike | None = None,
             channels.append(np.zeros(engine.grid.shape, np.float32))
     timings["resample_in"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    outputs = engine.predict_tiled(np.stack(channels, axis=-1), TILE)
+    search = ndimage.binary_dilation(grid_brain, iterations=2)
+    outputs = engine.predict_tiled(np.stack(channels, axis=-1), TILE, where=search)
     timings["predict"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    search = ndimage.binary_dilation(grid_brain, iterations=2)
     outputs[..., 0] *= search
-    native = [engine.to_native(outputs[..., k], grid_affine, ref_data.shape, ref_image.affine)
-              for k in range(outputs.shape[-1])]
-    probability = np.clip(native[0], 0, 1)
+    probability = np.clip(engine.to_native(outputs[..., 0], grid_affine, ref_data.shape,
+                                           ref_image.affine), 0, 1)
     mask = remove_small(probability > threshold, ref_image.affine, MIN_LESION_MM3)
-    rows = lesion_table(probability, mask, ref_image.affine, native[1] > 0.5,
-                        native[2] > 0.5, native[3] > 0.5)
+    rows = lesion_table(probability, mask, ref_image.affine,
+                        structures=grid_structures(outputs, grid_affine, ref_image.affine))
     voxel_ml = abs(float(np.linalg.det(ref_image.affine[:3, :3]))) / 1000
     brain_ml = float(brain.sum()) * voxel_ml
     lesion_ml = float(mask.sum()) * voxel_ml

@@ -42,6 +42,8 @@ def init_single_subject_wf(subject: str, images: list[AnatImage], tasks: list[Ta
                            model_ids: dict[str, str] | None = None) -> pe.Workflow:
     """Every task on every image of one participant; derivatives go to ``output_dir``."""
     workflow = pe.Workflow(name=f"sub_{subject}_wf")
+    brain_masks = {}  # image path -> the brain-extraction workflow that masks it
+    needs_mask = []  # (lesion workflow, reference image path)
     for task in tasks:
         for unit in task.select(images):
             key = f"{task.name.replace('-', '_')}_{unit.key}"
@@ -53,6 +55,14 @@ def init_single_subject_wf(subject: str, images: list[AnatImage], tasks: list[Ta
             for role, source in unit.inputs:
                 setattr(task_wf.inputs.inputnode, role, source.path)
             init_task_derivatives(task, unit, task_wf, output_dir, workflow, key)
+            if task.name == "brain-extraction":
+                brain_masks[unit.reference.path] = task_wf
+            elif task.name == "lesion-segmentation":
+                needs_mask.append((task_wf, unit.reference.path))
+    for lesion_wf, reference in needs_mask:  # reuse the brain mask instead of remaking it
+        if reference in brain_masks:
+            workflow.connect(brain_masks[reference], "outputnode.out_mask",
+                             lesion_wf, "inputnode.brain_mask")
     return workflow
 
 

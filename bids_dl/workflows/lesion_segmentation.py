@@ -18,11 +18,13 @@ def init_lesion_segmentation_wf(name: str = "lesion_segmentation_wf", device: st
     """Lesion mask, probability and table of one session.
 
     Inputs: ``inputnode.flair`` and/or ``inputnode.t1w`` (3D NIfTI; ``roles`` says which are
-    given). Outputs (``outputnode``): ``out_mask``, ``out_probseg`` (on the FLAIR's grid, or
-    the T1w's when alone), ``out_table`` (TSV), ``out_report`` (SVG), ``metadata``.
+    given); optionally ``inputnode.brain_mask``, the reference image's brain mask (else the
+    brain-extraction model makes one). Outputs (``outputnode``): ``out_mask``,
+    ``out_probseg`` (on the FLAIR's grid, or the T1w's when alone), ``out_table`` (TSV),
+    ``out_report`` (SVG), ``metadata``.
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=list(roles)), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=[*roles, "brain_mask"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(
         fields=["out_mask", "out_probseg", "out_table", "out_report", "metadata"]),
         name="outputnode")
@@ -32,7 +34,7 @@ def init_lesion_segmentation_wf(name: str = "lesion_segmentation_wf", device: st
                       mem_gb=LESION_SEGMENTATION_MEM_GB)
     report = pe.Node(MaskOverlay(title=title), name="lesion_overlay", mem_gb=0.5)
     workflow.connect([
-        (inputnode, segment, [(role, role) for role in roles]),
+        (inputnode, segment, [(role, role) for role in (*roles, "brain_mask")]),
         (segment, report, [("reference", "in_file"), ("out_mask", "mask_file")]),
         (segment, outputnode, [("out_mask", "out_mask"), ("out_probseg", "out_probseg"),
                                ("out_table", "out_table"), ("metadata", "metadata")]),
