@@ -52,6 +52,8 @@ REGISTRY: dict[str, ModelEntry] = {
                                    "brain_extraction.json"),
     "lesion-segmentation": ModelEntry("lesion-segmentation", "lesion_segmentation.keras",
                                       "lesion_segmentation.json"),
+    "contrast-synthesis": ModelEntry("contrast-synthesis", "contrast_synthesis.keras",
+                                     "contrast_synthesis.json"),
 }
 
 

@@ -13,7 +13,7 @@ from .. import __version__
 from ..models.grid import LESION_SHAPE, LESION_SPACING, MODEL_SHAPE, MODEL_SPACING
 from ..models.registry import get_entry, sha256
 from ..utils.io import atomic_path
-from .train import Recipe
+from .train import FINAL_ACTIVATION, Recipe
 
 LABEL_SOURCES = {
     "mni152": "nilearn: mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz + "
@@ -41,6 +41,13 @@ CARD_IO = {
                                    "clipped at 2"},
         "output": "probabilities of: white-matter lesions, ventricles, cortex, "
                   "infratentorial brain (the last three place each lesion)"},
+    "contrast-synthesis": {
+        "input": {"grid_shape": list(LESION_SHAPE), "spacing_mm": LESION_SPACING,
+                  "axes": "world R, A, S, centred on the brain", "channels": ["T1w"],
+                  "normalisation": "1st-99th percentile inside the brain mask to 0-1, "
+                                   "clipped at 2"},
+        "output": "FLAIR and T2w relative to white matter (= 1), CT in HU / 1000 "
+                  "(linear outputs)"},
 }
 
 
@@ -83,14 +90,35 @@ def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
     return evaluate_lesions.evaluate_all(segment, labels_dir)
 
 
+def evaluate_synthesis_model(model_path: Path, labels_dir: Path) -> dict:
+    """Held-out synthesis metrics of a ``.keras`` file (tiles of the shipped engine)."""
+    import keras
+    import numpy as np
+
+    from ..models.engine import GridSpec, InferenceEngine
+    from . import evaluate_synthesis
+
+    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
+
+    def synthesise(source: np.ndarray) -> np.ndarray:
+        return np.moveaxis(engine.predict_tiled(np.moveaxis(source, 0, -1), 64), -1, 0)
+
+    return evaluate_synthesis.evaluate_pairs(synthesise, labels_dir)
+
+
 GENERATORS = {
     "brain-extraction": "bids_dl.synth.generator.SyntheticHeads",
     "lesion-segmentation": "bids_dl.synth.lesion_generator.LesionHeads (lesions: "
                            "bids_dl.synth.lesions; periventricular, deep, confluent, "
                            "juxtacortical, infratentorial; 10 mm3-30 ml; 0-60 per head, 15 % "
                            "lesion-free; FLAIR or T1w left out 20 % of the time each)",
+    "contrast-synthesis": "bids_dl.synth.pairs.PairedHeads (physics: bids_dl.synth.physics; "
+                          "T1w by MPRAGE or SPGR at 1.5/3 T -> clean FLAIR, T2w and CT of the "
+                          "same head; lesions in half of the heads)",
 }
-EVALUATORS = {"brain-extraction": evaluate_model, "lesion-segmentation": evaluate_lesion_model}
+EVALUATORS = {"brain-extraction": evaluate_model, "lesion-segmentation": evaluate_lesion_model,
+              "contrast-synthesis": evaluate_synthesis_model}
 
 
 def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Path,
@@ -112,7 +140,8 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "file": entry.weights,
         "sha256": sha256(target),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "architecture": "3D U-Net, group normalisation, sigmoid output (bids_dl.models.unet)",
+        "architecture": f"3D U-Net, group normalisation, {FINAL_ACTIVATION[recipe.task]} "
+                        "output (bids_dl.models.unet)",
         **CARD_IO[recipe.task],
         "recipe": json.loads(json.dumps(asdict(recipe))),
         "seed": recipe.seed,

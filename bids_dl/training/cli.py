@@ -23,10 +23,13 @@ TASK_DEFAULTS = {
                             "patches_per_head": 2,
                             "loss": "channel-wise soft Dice (over the batch) + binary "
                                     "cross-entropy (lesion channel x2)"},
+    "contrast-synthesis": {"patch_steps": 4000, "steps": 0, "patch": 64,
+                           "loss": "L1 + (1 - SSIM), 7^3 windows"},
 }
 TASK_HELP = {"brain-extraction": "train the brain-extraction U-Net (1 input: any contrast)",
              "lesion-segmentation": "train the lesion U-Net (2 inputs: FLAIR, T1w; either "
-                                    "may be missing)"}
+                                    "may be missing)",
+             "contrast-synthesis": "train the synthesis U-Net (T1w in; FLAIR, T2w, CT out)"}
 
 
 def build_parser() -> argparse.ArgumentParser:

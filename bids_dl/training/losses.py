@@ -39,5 +39,33 @@ def channelwise_dice_bce_loss(y_true, y_pred):
     return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * loss
 
 
+SSIM_WINDOW = 7  # voxels (cubic, uniform) of the local SSIM statistics
+SSIM_RANGE = 2.0  # dynamic range L of the targets (MR: x white matter; CT: HU / 1000)
+
+
+@keras.saving.register_keras_serializable(package="bids_dl")
+def l1_ssim_loss(y_true, y_pred):
+    """Mean absolute error plus ``1 - SSIM`` (local 7³ windows, constants for a dynamic range
+    of :data:`SSIM_RANGE`), over every voxel and channel; channels-first tensors
+    ``(batch, channels, x, y, z)`` (the synthesis targets)."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+    l1 = ops.mean(ops.abs(y_true - y_pred))
+
+    def local_mean(x):
+        return ops.average_pool(x, SSIM_WINDOW, strides=1, padding="valid",
+                                data_format="channels_first")
+
+    c1, c2 = (0.01 * SSIM_RANGE) ** 2, (0.03 * SSIM_RANGE) ** 2
+    mu_true, mu_pred = local_mean(y_true), local_mean(y_pred)
+    var_true = local_mean(y_true * y_true) - mu_true**2
+    var_pred = local_mean(y_pred * y_pred) - mu_pred**2
+    covariance = local_mean(y_true * y_pred) - mu_true * mu_pred
+    ssim = ((2 * mu_true * mu_pred + c1) * (2 * covariance + c2)) / (
+        (mu_true**2 + mu_pred**2 + c1) * (var_true + var_pred + c2))
+    loss = l1 + (1.0 - ops.mean(ssim))
+    return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * loss
+
+
 #: The loss each task trains with.
-LOSSES = {"brain-extraction": dice_bce_loss, "lesion-segmentation": channelwise_dice_bce_loss}
+LOSSES = {"brain-extraction": dice_bce_loss, "lesion-segmentation": channelwise_dice_bce_loss,
+          "contrast-synthesis": l1_ssim_loss}

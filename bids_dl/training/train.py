@@ -57,24 +57,36 @@ class Recipe:
 
 #: Input and output channels of each task's model (lesion segmentation: FLAIR and T1w in;
 #: lesions, ventricles, cortex, infratentorial brain out).
-IN_CHANNELS = {"brain-extraction": 1, "lesion-segmentation": 2}
-OUT_CHANNELS = {"brain-extraction": 1, "lesion-segmentation": 4}
+IN_CHANNELS = {"brain-extraction": 1, "lesion-segmentation": 2, "contrast-synthesis": 1}
+OUT_CHANNELS = {"brain-extraction": 1, "lesion-segmentation": 4, "contrast-synthesis": 3}
+#: Output activation per task (contrast synthesis: FLAIR, T2w, CT intensities, unbounded).
+FINAL_ACTIVATION = {"brain-extraction": "sigmoid", "lesion-segmentation": "sigmoid",
+                    "contrast-synthesis": "linear"}
+
+
+def architecture(recipe: Recipe) -> dict:
+    """:func:`bids_dl.models.unet.build_unet` arguments of ``recipe``'s model."""
+    return {"filters": recipe.filters, "groups": recipe.groups, "dropout": recipe.dropout,
+            "in_channels": IN_CHANNELS[recipe.task], "out_channels": OUT_CHANNELS[recipe.task],
+            "final_activation": FINAL_ACTIVATION[recipe.task]}
 
 
 def _build(recipe: Recipe, data_format: str):
     from ..models.unet import build_unet
 
-    return build_unet(recipe.filters, in_channels=IN_CHANNELS[recipe.task],
-                      out_channels=OUT_CHANNELS[recipe.task], groups=recipe.groups,
-                      dropout=recipe.dropout, data_format=data_format)
+    return build_unet(data_format=data_format, **architecture(recipe))
 
 
 def make_heads(task: str, maps: list, patch: int | None):
-    """The sample generator of ``task`` (``patch``: cubic patches, brain extraction only)."""
+    """The sample generator of ``task`` (``patch``: cubic patches; None: whole grid)."""
     if task == "lesion-segmentation":
         from ..synth.lesion_generator import LesionConfig, LesionHeads
 
         return LesionHeads(maps, LesionConfig(patch=patch))
+    if task == "contrast-synthesis":
+        from ..synth.pairs import PairConfig, PairedHeads
+
+        return PairedHeads(maps, PairConfig(patch=patch))
     return SyntheticHeads(maps, patch_config(patch))
 
 
@@ -138,9 +150,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
     final = work_dir / "final.keras"
     from ..models.unet import to_channels_last
 
-    shipped = to_channels_last(model, filters=recipe.filters, groups=recipe.groups,
-                               dropout=recipe.dropout, in_channels=IN_CHANNELS[recipe.task],
-                               out_channels=OUT_CHANNELS[recipe.task])
+    shipped = to_channels_last(model, **architecture(recipe))
     shipped.save(final)
     return final
 

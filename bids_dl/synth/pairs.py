@@ -1,0 +1,159 @@
+"""Paired training samples for contrast synthesis: one synthetic head (with or without
+lesions) rendered through the physics of several acquisitions (:mod:`bids_dl.synth.physics`)
+on one geometry, so source and targets match voxel for voxel.
+
+Source: a T1w (MPRAGE or SPGR, random parameters at 1.5 or 3 T) with everything a real scan
+has (texture, bias field, resolution, noise, gamma), normalised inside the brain as at
+inference. Targets: the same head's clean FLAIR and T2w on the source's white-matter scale
+(white matter = 1) and its CT in Hounsfield units / 1000, all without bias or noise (the model
+learns to produce the clean image). Every tissue shares one microtexture field across the
+contrasts, so texture is paired too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..models.grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
+from ..utils.resample import smooth_noise
+from .generator import (
+    GeneratorConfig,
+    add_noise,
+    brain_centre,
+    degrade_resolution,
+    sample_coordinates,
+)
+from .labels import LABELS, brain_mask
+from .lesions import LesionAnatomy, simulate_lesions
+from .physics import contrast_means, hounsfield_units, tissue_properties
+
+#: Targets of the synthesis model, in output-channel order.
+TARGETS = ("FLAIR", "T2w", "CT")
+HU_SCALE = 1000.0  # CT targets are HU / HU_SCALE
+MAX_RELATIVE = 4.0  # MR targets clipped to 0-4 x white matter
+
+
+@dataclass
+class PairConfig:
+    """Ranges of the paired samples (grid in mm)."""
+
+    geometry: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(
+        out_shape=LESION_SHAPE, spacing=LESION_SPACING, max_rotation=20.0, max_shift=8.0,
+        max_warp=2.0, max_bias=0.35, max_noise=0.05, p_thick_slices=0.2))
+    p_lesions: float = 0.5
+    texture: float = 0.04  # relative amplitude of the shared tissue microtexture
+    patch: int | None = None  # cubic patches of this many voxels (None: whole grid)
+
+
+@dataclass
+class PairSample:
+    """``source`` (float32 ``(1, x, y, z)``, normalised T1w), ``targets`` (float32
+    ``(3, x, y, z)``: FLAIR, T2w relative to white matter; CT in HU/1000), ``brain`` and
+    ``head`` (uint8), ``lesions`` (uint8), ``affine`` (grid voxel -> label-map mm)."""
+
+    source: np.ndarray
+    targets: np.ndarray
+    brain: np.ndarray
+    head: np.ndarray
+    lesions: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def image(self) -> np.ndarray:  # the training interface (BatchStream) reads these two
+        return self.source
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.targets
+
+
+class PairedHeads:
+    """Renders paired samples from head label maps (uint8, :data:`HEAD_AFFINE` grid)."""
+
+    def __init__(self, label_maps: list[np.ndarray], config: PairConfig | None = None):
+        if not label_maps:
+            raise ValueError("no label maps given")
+        self.label_maps = label_maps
+        self.config = config or PairConfig()
+        self._anatomies: dict[int, LesionAnatomy] = {}
+        self.centres = [brain_centre(brain_mask(labels).astype(np.float32))
+                        for labels in label_maps]
+
+    def anatomy(self, index: int) -> LesionAnatomy:
+        if index not in self._anatomies:
+            self._anatomies[index] = LesionAnatomy.from_labels(self.label_maps[index])
+        return self._anatomies[index]
+
+    def sample(self, seed, label_map: int | None = None,
+               lesion_count: int | None = None) -> PairSample:
+        """One paired sample, a pure function of ``seed`` (and the optional fixed choices)."""
+        rng = np.random.default_rng(seed)
+        config = self.config
+        index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
+        labels = self.label_maps[index]
+        if lesion_count is None and rng.random() >= config.p_lesions:
+            lesion_count = 0
+        lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
+        coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
+                                                 config.geometry)
+        grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)
+        fraction = (ndimage.map_coordinates(lesions.astype(np.float32), coordinates, order=1,
+                                            prefilter=False) if lesions.any()
+                    else np.zeros(grid_labels.shape, np.float32))
+        brain = brain_mask(grid_labels)
+        head = grid_labels != LABELS["background"]
+        shape = config.geometry.out_shape
+        texture = 1.0 + config.texture * smooth_noise(shape, rng, 24)
+        tissues = tissue_properties(rng)
+        source_means = contrast_means("T1w", tissues, rng)
+        source = self._clean(grid_labels, fraction, source_means.labels, source_means.lesion)
+        source = self._acquire(source * texture, rng)
+        targets = []
+        for target in TARGETS:
+            if target == "CT":
+                hounsfield, lesion_hu = hounsfield_units(rng)
+                clean = self._clean(grid_labels, fraction, hounsfield, lesion_hu) / HU_SCALE
+            else:
+                means = contrast_means(target, tissues, rng)
+                clean = self._clean(grid_labels, fraction, means.labels, means.lesion)
+                clean = np.clip(clean * texture, 0.0, MAX_RELATIVE)
+            targets.append(clean.astype(np.float32))
+        sample = PairSample(normalise_in_mask(source, brain)[None], np.stack(targets),
+                            brain.astype(np.uint8), head.astype(np.uint8),
+                            (fraction >= 0.5).astype(np.uint8), affine)
+        return crop_pair(sample, config.patch, rng)
+
+    @staticmethod
+    def _clean(grid_labels: np.ndarray, lesion_fraction: np.ndarray, label_values: np.ndarray,
+               lesion_value: float) -> np.ndarray:
+        """Label values on the grid, partial volume at tissue edges, lesions mixed in."""
+        image = ndimage.gaussian_filter(np.asarray(label_values, np.float32)[grid_labels], 0.5)
+        return image * (1 - lesion_fraction) + lesion_value * lesion_fraction
+
+    def _acquire(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The source's acquisition: bias field, resolution, noise and gamma."""
+        geometry = self.config.geometry
+        shape = geometry.out_shape
+        image = image * np.exp(rng.uniform(0, geometry.max_bias) * smooth_noise(shape, rng, 4))
+        image = degrade_resolution(image, rng, geometry)
+        image = add_noise(image / max(float(image.max()), 1e-6), rng, geometry)
+        return (np.clip(image, 0, None) ** np.exp(rng.uniform(-0.2, 0.2))).astype(np.float32)
+
+
+def crop_pair(sample: PairSample, patch: int | None, rng: np.random.Generator) -> PairSample:
+    """A cubic ``patch`` of ``sample`` centred on a random brain voxel (after normalisation
+    over the whole brain, as at inference)."""
+    if not patch:
+        return sample
+    pool = np.argwhere(sample.brain)
+    shape = np.array(sample.brain.shape)
+    centre = pool[int(rng.integers(len(pool)))] if len(pool) else shape // 2
+    low = np.clip(centre - patch // 2, 0, shape - patch)
+    box = tuple(slice(int(a), int(a) + patch) for a in low)
+    affine = sample.affine.copy()
+    affine[:3, 3] += affine[:3, :3] @ low
+    return PairSample(sample.source[(slice(None), *box)], sample.targets[(slice(None), *box)],
+                      sample.brain[box], sample.head[box], sample.lesions[box], affine)

@@ -1,0 +1,51 @@
+"""Paired synthesis samples: one head through the physics of T1w, FLAIR, T2w and CT."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bids_dl.synth.demo import LABELS_FILE
+from bids_dl.synth.pairs import HU_SCALE, TARGETS, PairConfig, PairedHeads
+
+
+@pytest.fixture(scope="module")
+def heads():
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+    return PairedHeads([labels])
+
+
+def test_paired_sample_contrasts_and_units(heads):
+    sample = heads.sample(5, lesion_count=15)
+    assert sample.source.shape == (1, *heads.config.geometry.out_shape)
+    assert sample.targets.shape == (len(TARGETS), *sample.source.shape[1:])
+    brain, lesions = sample.brain.astype(bool), sample.lesions.astype(bool)
+    assert lesions.sum() > 50 and not (lesions & ~brain).any()
+    # tissue classes on the grid, from the source's own brain: a coarse split by the CT target
+    flair, t2w, ct = sample.targets
+    hounsfield = ct * HU_SCALE
+    core = ndimage.binary_erosion(lesions)
+    white = brain & ~ndimage.binary_dilation(lesions, iterations=2) & (
+        np.abs(flair - 1.0) < 0.02)  # white matter is 1 on the MR targets
+    assert white.sum() > 10000
+    assert flair[core].mean() > 1.2 and t2w[core].mean() > 1.2
+    # CT: skull dense, brain 20-45 HU, air -1000
+    assert np.percentile(hounsfield[sample.head.astype(bool) & ~brain], 99) > 500
+    assert 20 <= np.median(hounsfield[brain & ~lesions]) <= 45
+    assert hounsfield[0, 0, 0] == pytest.approx(-1000, abs=1)
+    # source normalised inside the brain (1st-99th percentile -> 0-1)
+    inside = sample.source[0][brain]
+    assert np.percentile(inside, 1) == pytest.approx(0, abs=0.02)
+    assert np.percentile(inside, 99) == pytest.approx(1, abs=0.02)
+
+
+def test_pairs_are_seeded_and_patches_align(heads):
+    first, again = heads.sample(9), heads.sample(9)
+    assert np.array_equal(first.source, again.source)
+    assert np.array_equal(first.targets, again.targets)
+    assert not np.array_equal(first.source, heads.sample(10).source)
+    patched = PairedHeads(heads.label_maps, PairConfig(patch=32)).sample(9)
+    assert patched.source.shape == (1, 32, 32, 32) and patched.targets.shape == (3, 32, 32, 32)
+    assert patched.brain.any()
