@@ -116,3 +116,27 @@ def lesion_model_dir(labels_dir, tmp_path_factory) -> Path:
     for name in ("brain_extraction.keras", "brain_extraction.json"):
         shutil.copy(MODEL_DIR / name, models / name)
     return models
+
+
+@pytest.fixture(scope="session")
+def synthesis_model_dir(labels_dir, tmp_path_factory) -> Path:
+    """A model folder with the shipped brain-extraction model and a tiny synthesis model
+    trained for 2 steps by ``bids-dl-train contrast-synthesis`` (the real command, card with
+    held-out metrics): right inputs, outputs and card, no skill. For plumbing tests."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bids_dl.models.registry import MODEL_DIR
+
+    work = tmp_path_factory.mktemp("synthesis-model")
+    models = work / "models"
+    command = [sys.executable, "-m", "bids_dl.training.cli", "contrast-synthesis",
+               "--labels", str(labels_dir), "--work-dir", str(work / "train"),
+               "--out-dir", str(models), "--patch-steps", "2", "--filters", "4,8"]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("brain_extraction.keras", "brain_extraction.json"):
+        shutil.copy(MODEL_DIR / name, models / name)
+    return models

@@ -49,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     lesions.add_argument("--threshold", type=float, default=0.5,
                          help="probability above which a voxel is lesion (default 0.5)")
     lesions.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    synthesis = tasks.add_parser(
+        "contrast-synthesis",
+        help="a synthetic FLAIR, T2w or pseudo-CT from a T1w",
+        description="Contrast synthesis: writes OUT_PREFIX_<target>.nii.gz for each --to "
+        "target on the grid of IN (FLAIR and T2w on the T1w's white-matter scale; CT in "
+        "Hounsfield units). Synthetic images are not acquired ones: never use them "
+        "for diagnosis.",
+    )
+    synthesis.add_argument("--to", action="append", required=True,
+                           choices=("FLAIR", "T2w", "CT"), metavar="TARGET",
+                           help="FLAIR, T2w or CT (repeat for several: --to FLAIR --to CT)")
+    synthesis.add_argument("in_file", metavar="IN", type=Path, help="T1w image (.nii/.nii.gz)")
+    synthesis.add_argument("out_prefix", metavar="OUT_PREFIX", help="prefix of the output files")
+    synthesis.add_argument("--device", choices=DEVICES, default="auto",
+                           help="where the CNNs run (default: a GPU when there is one)")
+    synthesis.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     return parser
 
 
@@ -94,6 +110,21 @@ def run_lesion_segmentation(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_contrast_synthesis(args: argparse.Namespace) -> int:
+    from ..models.contrast_synthesis import synthesize
+
+    check_writable(args.out_prefix)
+    targets = tuple(dict.fromkeys(args.to))
+    result = synthesize(args.in_file, targets, device=args.device)
+    written = result.write(args.out_prefix)
+    if not args.quiet:
+        for path in written:
+            print(f"wrote {path}")
+        print(f"white-matter scale of the source: {result.white_matter_scale:.4g} "
+              f"(device: {result.device})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"brain-extraction": run_brain_extraction,
-                "lesion-segmentation": run_lesion_segmentation}[args.task](args)
+                "lesion-segmentation": run_lesion_segmentation,
+                "contrast-synthesis": run_contrast_synthesis}[args.task](args)
     except (InputImageError, DeviceError, ModelIntegrityError, RegistrationError) as error:
         print(f"bids-dl-infer: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR

@@ -192,3 +192,23 @@ def largest_component(mask: np.ndarray, fill_holes: bool = True) -> np.ndarray:
     if fill_holes:
         mask = ndimage.binary_fill_holes(mask)
     return mask
+
+
+@dataclass
+class BrainGrid:
+    """The model grid centred on a brain: ``affine`` (grid voxel -> world mm) and ``brain``
+    (boolean mask on the grid), for tasks whose inputs are normalised inside the brain."""
+
+    affine: np.ndarray
+    brain: np.ndarray
+
+
+def brain_grid(engine: InferenceEngine, brain: np.ndarray, affine: np.ndarray) -> BrainGrid:
+    """``engine``'s grid centred on the centre of mass of ``brain`` (a native-grid mask with
+    voxel-to-world ``affine``; the volume's centre when empty), with the mask moved onto it."""
+    voxel = (np.array(ndimage.center_of_mass(brain)) if brain.any()
+             else (np.array(brain.shape) - 1) / 2)
+    centre = affine[:3, :3] @ voxel + affine[:3, 3]
+    grid_affine = engine.grid.affine(centre)
+    grid_brain = engine.to_grid(brain.astype(np.float32), affine, grid_affine) > 0.5
+    return BrainGrid(grid_affine, grid_brain)

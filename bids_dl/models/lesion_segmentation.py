@@ -30,7 +30,7 @@ from ..utils.io import (
     write_images_atomically,
 )
 from ..utils.resample import resample_to_grid
-from .engine import GridSpec, InferenceEngine
+from .engine import GridSpec, InferenceEngine, brain_grid
 from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 
 TASK = "lesion-segmentation"
@@ -252,11 +252,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     used = device_in_use(device)
     engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
     tic = time.perf_counter()
-    voxel = np.array(ndimage.center_of_mass(brain)) if brain.any() else (
-        np.array(ref_data.shape) - 1) / 2
-    centre = ref_image.affine[:3, :3] @ voxel + ref_image.affine[:3, 3]
-    grid_affine = engine.grid.affine(centre)
-    grid_brain = engine.to_grid(brain.astype(np.float32), ref_image.affine, grid_affine) > 0.5
+    grid = brain_grid(engine, brain, ref_image.affine)
+    grid_affine, grid_brain = grid.affine, grid.brain
     channels = []
     for name in ("FLAIR", "T1w"):
         if name in loaded:
