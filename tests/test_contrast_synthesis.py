@@ -95,3 +95,79 @@ def test_colin27_tissue_orderings(tmp_path):
     assert median["t2w"]["wm"] < median["t2w"]["gm"] < median["t2w"]["csf"]
     assert 20 <= np.median(ct[brain & ~csf]) <= 45
     assert np.percentile(ct[~brain], 99) > 500
+
+
+@pytest.fixture(scope="module")
+def all_models(tmp_path_factory, lesion_model_dir, synthesis_model_dir):
+    """The shipped brain-extraction model with the 2-step lesion and synthesis models."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("all-models")
+    for source in (lesion_model_dir, synthesis_model_dir):
+        for path in source.iterdir():
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path, all_models):
+    """sub-01 has a T1w and a T2w, no FLAIR: --synthesize FLAIR T2w --synthesize-missing
+    makes both synthetic contrasts (named and flagged as synthetic, sources the T1w, the
+    acquired T2w beside its synthetic one in the report) and segments lesions on the
+    synthetic FLAIR + T1w, saying so; the brain mask of the brain-extraction task is reused."""
+    import json
+
+    from conftest import run_bids_dl
+
+    output = tmp_path / "out"
+    result = run_bids_dl([demo_dir, output, "participant", "--participant-label", "01",
+                          "--tasks", "brain-extraction", "lesion-segmentation",
+                          "--synthesize", "FLAIR", "T2w", "--synthesize-missing",
+                          "-w", tmp_path / "work", "--nprocs", "2"],
+                         extra_env={"BIDS_DL_MODEL_DIR": str(all_models)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    anat = output / "sub-01" / "anat"
+    source = nib.load(str(demo_dir / "sub-01" / "anat" / "sub-01_T1w.nii.gz"))
+    for contrast in ("FLAIR", "T2w"):
+        image = nib.load(str(anat / f"sub-01_desc-synthetic_{contrast}.nii.gz"))
+        assert image.shape == source.shape and np.allclose(image.affine, source.affine)
+        meta = json.loads((anat / f"sub-01_desc-synthetic_{contrast}.json").read_text())
+        assert meta["Synthetic"] is True and meta["SynthesizedContrast"] == contrast
+        assert meta["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+        assert meta["Model"]["name"] == "contrast-synthesis"
+    figures = output / "sub-01" / "figures"
+    assert "acquired T2w" in (figures / "sub-01_desc-syntheticT2w_T1w.svg").read_text()
+    assert "acquired FLAIR" not in (figures / "sub-01_desc-syntheticFLAIR_T1w.svg").read_text()
+    lesion = json.loads((anat / "sub-01_mod-T1w_desc-lesion_mask.json").read_text())
+    assert lesion["SyntheticInputs"] == ["FLAIR"] and lesion["Inputs"] == ["FLAIR", "T1w"]
+    assert lesion["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+    brain = json.loads((anat / "sub-01_desc-brain_mask.json").read_text())
+    assert lesion["Measures"]["BrainVolumeMl"] == pytest.approx(
+        brain["Measures"]["BrainVolumeMl"], abs=0.01)
+    report = (output / "sub-01.html").read_text()
+    assert "synthetic FLAIR from" in report and "not an acquired image" in report
+    assert "Synthetic images (FLAIR, T2w and/or a pseudo-CT)" in report
+
+
+def test_synthesis_units_default_only_where_missing():
+    from bids_dl.utils.bids import AnatImage
+    from bids_dl.workflows.tasks import run_tasks
+
+    def image(session, suffix):
+        return AnatImage(f"/d/sub-02/ses-{session}/anat/x_{suffix}.nii.gz", suffix,
+                         (("subject", "02"), ("session", session)),
+                         f"sub-02/ses-{session}/anat/x_{suffix}.nii.gz")
+
+    images = [image("1", "T1w"), image("2", "T1w"), image("2", "FLAIR")]
+    (default,) = run_tasks(["contrast-synthesis"])
+    assert [u.key for u in default.select(images)] == ["ses_1_T1w_to_FLAIR"]
+    explicit = run_tasks(["contrast-synthesis"], ["FLAIR", "CT"])
+    units = [u for task in explicit for u in task.select(images)]
+    assert [u.key for u in units] == ["ses_1_T1w_to_FLAIR", "ses_2_T1w_to_FLAIR",
+                                      "ses_1_T1w_to_CT", "ses_2_T1w_to_CT"]
+    assert units[1].shown == (("acquired", images[2]),) and units[1].inputs == (
+        ("in_file", images[1]),)
+    with_lesions = run_tasks(["lesion-segmentation"], None, True)
+    assert [t.name for t in with_lesions] == ["contrast-synthesis", "lesion-segmentation"]
+    lesion_units = with_lesions[1].select(images)
+    assert [(u.key, u.derived) for u in lesion_units] == [("ses_1_T1w", ("flair",)),
+                                                          ("ses_2_FLAIR", ())]

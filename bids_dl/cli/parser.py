@@ -10,15 +10,16 @@ from pathlib import Path
 from .. import __version__
 from ..utils.device import DEVICES
 
-TASK_NAMES = ("brain-extraction", "lesion-segmentation")
+TASK_NAMES = ("brain-extraction", "lesion-segmentation", "contrast-synthesis")
 #: Nipype execution plugins bids-dl passes through (the *Graph ones submit every node as a
 #: cluster job with dependencies and return at once).
 PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS", "PBSGraph")
 
 DESCRIPTION = f"""\
-bids-dl {__version__}: deep-learning brain extraction and white-matter lesion segmentation
-(contrast synthesis to come) for the T1w, T2w and FLAIR images of a BIDS dataset, written as
-BIDS-Derivatives with visual reports. Runs fully offline, on a GPU when there is one."""
+bids-dl {__version__}: deep-learning brain extraction, white-matter lesion segmentation and
+contrast synthesis (FLAIR, T2w, pseudo-CT from a T1w) for the T1w, T2w and FLAIR images of a
+BIDS dataset, written as BIDS-Derivatives with visual reports. Runs fully offline, on a GPU
+when there is one."""
 
 EPILOG = """\
 examples:
@@ -110,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"which CNN tasks to run, of {', '.join(TASK_NAMES)} (default: "
                             "every task whose model is installed and not marked "
                             "experimental in its model card)")
+
+    tasks.add_argument("--synthesize", nargs="+", choices=("FLAIR", "T2w", "CT"),
+                       metavar="CONTRAST",
+                       help="contrasts that contrast-synthesis makes from each session's "
+                            "T1w, of FLAIR, T2w, CT (default: FLAIR, only where a session "
+                            "has none); implies --tasks contrast-synthesis")
+    tasks.add_argument("--synthesize-missing", action="store_true",
+                       help="lesion segmentation uses a FLAIR synthesised from the T1w where "
+                            "a session has none (its outputs say so) instead of the T1w alone")
 
     other = parser.add_argument_group("Other options")
     other.add_argument("-w", "--work-dir", type=Path, default=Path("work"),

@@ -199,7 +199,15 @@ def run_participant(opts, paths: Paths) -> int:
                              "image in the selected participants)")
     from ..workflows.tasks import default_task_names
 
-    names = opts.tasks or default_task_names()
+    names = list(opts.tasks or default_task_names())
+    if opts.synthesize and "contrast-synthesis" not in names:
+        names.append("contrast-synthesis")
+    if opts.synthesize_missing:
+        if "lesion-segmentation" not in names:
+            raise UsageError("--synthesize-missing: lesion segmentation is not among the "
+                             "tasks of this run (--tasks lesion-segmentation)")
+        if "contrast-synthesis" not in names:
+            names.append("contrast-synthesis")
     from ..models.registry import available
 
     missing = [name for name in names if not available(TASKS[name].model)]
@@ -207,7 +215,9 @@ def run_participant(opts, paths: Paths) -> int:
         raise UsageError(f"--tasks {' '.join(missing)}: no trained model is installed for "
                          f"{'this task' if len(missing) == 1 else 'these tasks'} (set "
                          "BIDS_DL_MODEL_DIR to a folder with one, or leave the task out)")
-    tasks = [TASKS[name] for name in names]
+    from ..workflows.tasks import run_tasks
+
+    tasks = run_tasks(names, opts.synthesize, opts.synthesize_missing)
     LOGGER.info("tasks: %s", ", ".join(names))
     cards = {task.model: verify(get_entry(task.model)) for task in tasks}
     for name, card in cards.items():

@@ -25,6 +25,7 @@ class _LesionSegmentationInputSpec(BaseInterfaceInputSpec):
                              desc="probability above which a voxel is lesion")
     num_threads = traits.Int(1, usedefault=True, desc="CPU threads for the CNNs")
     model_id = traits.Str(desc="name and sha256 of the model (a new model reruns the node)")
+    synthetic = traits.List(traits.Str, desc="inputs that are synthetic (e.g. ['FLAIR'])")
 
 
 class _LesionSegmentationOutputSpec(TraitedSpec):
@@ -62,6 +63,8 @@ class LesionSegmentation(SimpleInterface):
             metadata={"Model": result.model, "Device": result.device,
                       "Threshold": self.inputs.threshold,
                       "Inputs": sorted(result.inputs), "Registration": result.registration,
+                      **({"SyntheticInputs": list(self.inputs.synthetic)}
+                         if isdefined(self.inputs.synthetic) and self.inputs.synthetic else {}),
                       "Warnings": result.warnings,
                       "RuntimeSeconds": round(time.perf_counter() - tic, 2),
                       "Measures": result.measures},

@@ -61,6 +61,20 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
             "model's own ventricle, cortex and infratentorial outputs."
         )
+    card = cards.get("contrast-synthesis")
+    if card:
+        paragraphs.append(
+            "Synthetic images (FLAIR, T2w and/or a pseudo-CT) were generated from each "
+            "session's T1w with the bids-dl contrast-synthesis model (version "
+            f"{card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), a 3D U-Net trained "
+            f"for {card.get('steps')} steps with an L1 + SSIM loss on pairs rendered from "
+            "synthetic heads through MR signal equations (MPRAGE/SPGR, spin echo, inversion "
+            "recovery) with literature tissue T1, T2 and proton density at 1.5 and 3 T, and "
+            "per-tissue Hounsfield units. The T1w was resampled to a 1.5 mm grid centred on the "
+            "brain, normalised inside the brain, and the outputs resampled onto the T1w's grid "
+            "(MR outputs on the T1w's white-matter scale, CT in HU). Synthetic images are "
+            "marked as such (desc-synthetic, \"Synthetic\": true) and are not acquired data."
+        )
     paragraphs.append(
         "References: Gorgolewski K. et al. (2011) Nipype. Front. Neuroinform. 5:13. "
         "Yarkoni T. et al. (2019) PyBIDS. JOSS 4(40):1294. Hoopes A. et al. (2022) SynthStrip. "

@@ -73,3 +73,45 @@ def plot_mask_overlay(image_file: str | os.PathLike, mask_file: str | os.PathLik
     fig.savefig(out_file, format=out_file.suffix.lstrip(".") or "svg", facecolor="black")
     plt.close(fig)
     return out_file
+
+
+def plot_side_by_side(images: list[tuple[str, str | os.PathLike]], out_file: str | os.PathLike,
+                      title: str = "") -> Path:
+    """Write a grid (SVG): one column per ``(label, file)`` image, rows sagittal, coronal and
+    axial through the same world point (the first image's centre), each image on its own grid
+    (e.g. a T1w, the FLAIR synthesised from it and the acquired FLAIR). Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loaded = [(label, nib.as_closest_canonical(nib.load(str(path)))) for label, path in images]
+    first = loaded[0][1]
+    centre = first.affine @ np.append((np.array(first.shape[:3]) - 1) / 2, 1.0)
+    fig, axes = plt.subplots(3, len(loaded), figsize=(len(loaded) * 2.2, 3 * 2.2),
+                             facecolor="black", squeeze=False)
+    for column, (label, image) in enumerate(loaded):
+        data = np.asarray(image.get_fdata(dtype=np.float32)).reshape(image.shape[:3])
+        voxel = np.round(np.linalg.inv(image.affine) @ centre)[:3].astype(int)
+        voxel = np.clip(voxel, 0, np.array(data.shape) - 1)
+        low, high = np.percentile(data, (0.5, 99.5))
+        zooms = image.header.get_zooms()[:3]
+        for row, (name, axis) in enumerate(ORIENTATIONS):
+            ax = axes[row, column]
+            ax.set_axis_off()
+            shown = [a for a in range(3) if a != axis]
+            ax.imshow(_plane(data, axis, int(voxel[axis])), cmap="gray", vmin=low,
+                      vmax=high if high > low else low + 1, origin="lower",
+                      aspect=zooms[shown[1]] / zooms[shown[0]], interpolation="nearest")
+            if column == 0:
+                ax.text(0.02, 0.96, name, color="white", fontsize=8, va="top",
+                        transform=ax.transAxes)
+        axes[0, column].set_title(label, color="white", fontsize=9)
+    if title:
+        fig.suptitle(title, color="white", fontsize=9)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.88 if title else 0.93, wspace=0.02,
+                        hspace=0.02)
+    out_file = Path(out_file)
+    fig.savefig(out_file, format=out_file.suffix.lstrip(".") or "svg", facecolor="black")
+    plt.close(fig)
+    return out_file

@@ -19,6 +19,26 @@ def _environment():
         autoescape=jinja2.select_autoescape(["html"]))
 
 
+def synthetic_images(output_dir: Path, subject: str) -> list[dict]:
+    """The participant's synthetic images (``desc-synthetic`` sidecars) for the report."""
+    import json
+
+    found = []
+    for sidecar in sorted((output_dir / f"sub-{subject}").rglob("*_desc-synthetic_*.json")):
+        meta = json.loads(sidecar.read_text())
+        contrast = meta.get("SynthesizedContrast", sidecar.stem.rsplit("_", 1)[-1])
+        entities = sidecar.name.split("_desc-synthetic_")[0]
+        figure = output_dir / f"sub-{subject}" / "figures" / (
+            f"{entities}_desc-synthetic{contrast}_T1w.svg")
+        found.append({
+            "contrast": contrast, "source": ", ".join(meta.get("Sources", [])),
+            "file": sidecar.relative_to(output_dir).as_posix().replace(".json", ".nii.gz"),
+            "model": meta.get("Model", {}), "device": meta.get("Device", "?"),
+            "runtime": meta.get("RuntimeSeconds", "?"),
+            "figure": figure.relative_to(output_dir).as_posix() if figure.is_file() else None})
+    return found
+
+
 def write_participant_report(output_dir: Path, subject: str, methods: str,
                              failures: list[dict] | None = None, dataset: str = "") -> Path:
     """Write ``sub-<subject>.html``: per image the overlay mosaic, measures, model, device and
@@ -48,6 +68,7 @@ def write_participant_report(output_dir: Path, subject: str, methods: str,
         })
     html = _environment().get_template("participant.html").render(
         subject=subject, version=__version__, dataset=dataset, images=images,
+        synthetic=synthetic_images(output_dir, subject),
         failures=failures or [], methods=methods,
         date=datetime.datetime.now().isoformat(timespec="seconds"))
     target = output_dir / f"sub-{subject}.html"

@@ -43,26 +43,35 @@ def init_single_subject_wf(subject: str, images: list[AnatImage], tasks: list[Ta
     """Every task on every image of one participant; derivatives go to ``output_dir``."""
     workflow = pe.Workflow(name=f"sub_{subject}_wf")
     brain_masks = {}  # image path -> the brain-extraction workflow that masks it
-    needs_mask = []  # (lesion workflow, reference image path)
+    needs_mask = []  # (workflow, reference image path)
+    synthetic = {}  # (T1w path, contrast) -> the synthesis workflow that makes it
+    needs_synthetic = []  # (workflow, inputnode role, reference image path)
     for task in tasks:
         for unit in task.select(images):
             key = f"{task.name.replace('-', '_')}_{unit.key}"
-            roles = tuple(role for role, _ in unit.inputs)
+            extra = {"synthetic": unit.derived} if unit.derived else {}
             task_wf = task.init_wf(name=f"{key}_wf", device=device, omp_nthreads=omp_nthreads,
                                    model_id=(model_ids or {}).get(task.model, ""),
                                    title=" + ".join(Path(i.relpath).name for _, i in unit.inputs),
-                                   roles=roles)
-            for role, source in unit.inputs:
+                                   roles=unit.roles, **extra)
+            for role, source in unit.inputs + unit.shown:
                 setattr(task_wf.inputs.inputnode, role, source.path)
             init_task_derivatives(task, unit, task_wf, output_dir, workflow, key)
             if task.name == "brain-extraction":
                 brain_masks[unit.reference.path] = task_wf
-            elif task.name == "lesion-segmentation":
+            else:  # lesions, synthesis: reuse the reference's brain mask when there is one
                 needs_mask.append((task_wf, unit.reference.path))
-    for lesion_wf, reference in needs_mask:  # reuse the brain mask instead of remaking it
+            if task.name == "contrast-synthesis":
+                synthetic[(unit.reference.path, task.outputs[0].suffix)] = task_wf
+            for role in unit.derived:  # e.g. a synthetic FLAIR of the reference T1w
+                needs_synthetic.append((task_wf, role, unit.reference.path))
+    for task_wf, reference in needs_mask:
         if reference in brain_masks:
             workflow.connect(brain_masks[reference], "outputnode.out_mask",
-                             lesion_wf, "inputnode.brain_mask")
+                             task_wf, "inputnode.brain_mask")
+    for task_wf, role, reference in needs_synthetic:
+        source = synthetic[(reference, {"flair": "FLAIR", "t2w": "T2w"}[role])]
+        workflow.connect(source, "outputnode.out_file", task_wf, f"inputnode.{role}")
     return workflow
 
 

@@ -14,12 +14,14 @@ LESION_SEGMENTATION_MEM_GB = 2.5
 
 def init_lesion_segmentation_wf(name: str = "lesion_segmentation_wf", device: str = "auto",
                                 omp_nthreads: int = 1, model_id: str = "", title: str = "",
-                                roles: tuple[str, ...] = ("flair", "t1w")) -> pe.Workflow:
+                                roles: tuple[str, ...] = ("flair", "t1w"),
+                                synthetic: tuple[str, ...] = ()) -> pe.Workflow:
     """Lesion mask, probability and table of one session.
 
     Inputs: ``inputnode.flair`` and/or ``inputnode.t1w`` (3D NIfTI; ``roles`` says which are
     given); optionally ``inputnode.brain_mask``, the reference image's brain mask (else the
-    brain-extraction model makes one). Outputs (``outputnode``): ``out_mask``,
+    brain-extraction model makes one). ``synthetic``: roles whose image is synthetic (e.g.
+    a FLAIR made from the T1w), named so in the sidecars. Outputs (``outputnode``): ``out_mask``,
     ``out_probseg`` (on the FLAIR's grid, or the T1w's when alone), ``out_table`` (TSV),
     ``out_report`` (SVG), ``metadata``.
     """
@@ -29,7 +31,9 @@ def init_lesion_segmentation_wf(name: str = "lesion_segmentation_wf", device: st
         fields=["out_mask", "out_probseg", "out_table", "out_report", "metadata"]),
         name="outputnode")
     segment = pe.Node(LesionSegmentation(device=device, num_threads=omp_nthreads,
-                                         model_id=model_id),
+                                         model_id=model_id,
+                                         synthetic=[{"flair": "FLAIR", "t1w": "T1w"}[role]
+                                                    for role in synthetic]),
                       name="lesion_segmentation", n_procs=omp_nthreads,
                       mem_gb=LESION_SEGMENTATION_MEM_GB)
     report = pe.Node(MaskOverlay(title=title), name="lesion_overlay", mem_gb=0.5)

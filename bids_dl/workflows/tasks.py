@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from ..utils.bids import KEPT_ENTITIES, AnatImage, derivative_folder, derivative_name
 from .brain_extraction import init_brain_extraction_wf
+from .contrast_synthesis import init_contrast_synthesis_wf
 from .lesion_segmentation import init_lesion_segmentation_wf
 
 
@@ -20,6 +22,14 @@ class Unit:
     key: str
     reference: AnatImage
     inputs: tuple[tuple[str, AnatImage], ...]
+    #: images the workflow shows but does not compute from (not in the sidecar's Sources)
+    shown: tuple[tuple[str, AnatImage], ...] = ()
+    #: roles filled by another task's output in the same run (e.g. a synthetic FLAIR)
+    derived: tuple[str, ...] = ()
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(role for role, _ in self.inputs + self.shown) + self.derived
 
 
 def image_key(image: AnatImage) -> str:
@@ -37,14 +47,19 @@ def each_image(suffixes: tuple[str, ...]) -> Callable[[list[AnatImage]], list[Un
     return select
 
 
-def lesion_units(images: list[AnatImage]) -> list[Unit]:
-    """Per session: each FLAIR with the session's T1w (the one with the same run, else the
-    first), or the first T1w alone when the session has no FLAIR."""
+def _sessions(images: list[AnatImage]) -> list[list[AnatImage]]:
     sessions: dict[str | None, list[AnatImage]] = {}
     for image in images:
         sessions.setdefault(image.entity("session"), []).append(image)
+    return list(sessions.values())
+
+
+def lesion_units(images: list[AnatImage], synthetic_flair: bool = False) -> list[Unit]:
+    """Per session: each FLAIR with the session's T1w (the one with the same run, else the
+    first), or the first T1w alone when the session has no FLAIR (with ``synthetic_flair``:
+    with the FLAIR synthesised from that T1w instead)."""
     units = []
-    for session_images in sessions.values():
+    for session_images in _sessions(images):
         flairs = [i for i in session_images if i.suffix == "FLAIR"]
         t1ws = [i for i in session_images if i.suffix == "T1w"]
         for flair in flairs:
@@ -53,8 +68,27 @@ def lesion_units(images: list[AnatImage]) -> list[Unit]:
             inputs = (("flair", flair),) + ((("t1w", t1w),) if t1w else ())
             units.append(Unit(image_key(flair), flair, inputs))
         if not flairs and t1ws:
-            units.append(Unit(image_key(t1ws[0]), t1ws[0], (("t1w", t1ws[0]),)))
+            units.append(Unit(image_key(t1ws[0]), t1ws[0], (("t1w", t1ws[0]),),
+                              derived=("flair",) if synthetic_flair else ()))
     return units
+
+
+def synthesis_units(target: str, only_missing: bool) -> Callable[[list[AnatImage]], list[Unit]]:
+    """Per session with a T1w: ``target`` synthesised from its first T1w (with
+    ``only_missing``: only in sessions without an acquired image of ``target``); an acquired
+    one, when there is, is shown beside it in the report."""
+    def select(images: list[AnatImage]) -> list[Unit]:
+        units = []
+        for session_images in _sessions(images):
+            t1ws = [i for i in session_images if i.suffix == "T1w"]
+            acquired = [i for i in session_images if i.suffix == target]
+            if not t1ws or (only_missing and acquired):
+                continue
+            shown = (("acquired", acquired[0]),) if acquired else ()
+            units.append(Unit(f"{image_key(t1ws[0])}_to_{target}", t1ws[0],
+                              (("in_file", t1ws[0]),), shown))
+        return units
+    return select
 
 
 @dataclass(frozen=True)
@@ -103,6 +137,22 @@ class Task:
     description: str
 
 
+def synthesis_task(target: str, only_missing: bool = False) -> Task:
+    """Contrast synthesis of one ``target`` (FLAIR, T2w or CT) from each session's T1w."""
+    return Task(
+        name="contrast-synthesis",
+        model="contrast-synthesis",
+        select=synthesis_units(target, only_missing),
+        init_wf=partial(init_contrast_synthesis_wf, target=target),
+        outputs=(
+            Output("out_file", "synthetic", target, sidecar={"Type": "Synthetic"}),
+            Output("out_report", f"synthetic{target}", None, figure=True),
+        ),
+        description=f"synthetic {target} from each session's T1w" + (
+            f" (sessions without an acquired {target})" if only_missing else ""),
+    )
+
+
 TASKS: dict[str, Task] = {
     "brain-extraction": Task(
         name="brain-extraction",
@@ -134,7 +184,36 @@ TASKS: dict[str, Task] = {
         description="white-matter lesion mask, probability and per-lesion table per session "
                     "(FLAIR + T1w, FLAIR alone or T1w alone)",
     ),
+    "contrast-synthesis": synthesis_task("FLAIR", only_missing=True),
 }
+#: Lesion segmentation that uses a FLAIR synthesised from the T1w where a session has none.
+LESION_WITH_SYNTHETIC_FLAIR = Task(**{
+    **TASKS["lesion-segmentation"].__dict__,
+    "select": partial(lesion_units, synthetic_flair=True),
+    "description": TASKS["lesion-segmentation"].description + "; a synthetic FLAIR where "
+                   "a session has none"})
+
+
+def run_tasks(names: list[str], synthesize: list[str] | None = None,
+              synthesize_missing: bool = False) -> list[Task]:
+    """The tasks of one run: ``names`` (CLI task names), with contrast synthesis expanded to
+    one task per target (``synthesize``; default FLAIR, only where there is none) and, with
+    ``synthesize_missing``, a synthetic FLAIR for lesion segmentation where there is none."""
+    tasks: list[Task] = []
+    for name in names:
+        if name == "contrast-synthesis":
+            targets = list(dict.fromkeys(synthesize or ["FLAIR"]))
+            tasks += [synthesis_task(target, only_missing=synthesize is None)
+                      for target in targets]
+        elif name == "lesion-segmentation" and synthesize_missing:
+            tasks.append(LESION_WITH_SYNTHETIC_FLAIR)
+        else:
+            tasks.append(TASKS[name])
+    if synthesize_missing and "lesion-segmentation" in names and not any(
+            task.name == "contrast-synthesis" and task.outputs[0].suffix == "FLAIR"
+            for task in tasks):
+        tasks.insert(0, synthesis_task("FLAIR", only_missing=True))
+    return tasks
 
 
 def default_task_names() -> list[str]:
