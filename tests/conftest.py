@@ -93,50 +93,39 @@ def demo_run(demo_dir, tmp_path_factory):
     return output, work, result, guard
 
 
-@pytest.fixture(scope="session")
-def lesion_model_dir(labels_dir, tmp_path_factory) -> Path:
-    """A model folder with the shipped brain-extraction model and a tiny lesion model
-    trained for 2 steps by ``bids-dl-train lesion-segmentation`` (the real command): right
-    inputs, outputs and card, no skill. For tests of the lesion path's plumbing."""
+def _tiny_model_dir(task: str, labels_dir: Path, work: Path, *options: str) -> Path:
+    """A model folder with the shipped brain-extraction model and a tiny ``task`` model
+    trained for 2 steps by ``bids-dl-train`` (the real command): right inputs, outputs and
+    card, no skill. For tests of a task's plumbing."""
     import shutil
     import subprocess
     import sys
 
     from bids_dl.models.registry import MODEL_DIR
 
-    work = tmp_path_factory.mktemp("lesion-model")
     models = work / "models"
-    command = [sys.executable, "-m", "bids_dl.training.cli", "lesion-segmentation",
-               "--labels", str(labels_dir), "--work-dir", str(work / "train"),
-               "--out-dir", str(models), "--patch-steps", "2", "--steps", "0",
-               "--filters", "4,8", "--no-evaluate"]
+    command = [sys.executable, "-m", "bids_dl.training.cli", task, "--labels", str(labels_dir),
+               "--work-dir", str(work / "train"), "--out-dir", str(models), "--patch-steps",
+               "2", "--filters", "4,8", *options]
     result = subprocess.run(command, capture_output=True, text=True,
                             env={**os.environ, "KERAS_BACKEND": "torch"})
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("brain_extraction.keras", "brain_extraction.json"):
         shutil.copy(MODEL_DIR / name, models / name)
     return models
+
+
+@pytest.fixture(scope="session")
+def lesion_model_dir(labels_dir, tmp_path_factory) -> Path:
+    """The shipped brain-extraction model and a 2-step lesion model (no skill)."""
+    return _tiny_model_dir("lesion-segmentation", labels_dir,
+                           tmp_path_factory.mktemp("lesion-model"), "--steps", "0",
+                           "--no-evaluate")
 
 
 @pytest.fixture(scope="session")
 def synthesis_model_dir(labels_dir, tmp_path_factory) -> Path:
-    """A model folder with the shipped brain-extraction model and a tiny synthesis model
-    trained for 2 steps by ``bids-dl-train contrast-synthesis`` (the real command, card with
-    held-out metrics): right inputs, outputs and card, no skill. For plumbing tests."""
-    import shutil
-    import subprocess
-    import sys
-
-    from bids_dl.models.registry import MODEL_DIR
-
-    work = tmp_path_factory.mktemp("synthesis-model")
-    models = work / "models"
-    command = [sys.executable, "-m", "bids_dl.training.cli", "contrast-synthesis",
-               "--labels", str(labels_dir), "--work-dir", str(work / "train"),
-               "--out-dir", str(models), "--patch-steps", "2", "--filters", "4,8"]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, "KERAS_BACKEND": "torch"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    for name in ("brain_extraction.keras", "brain_extraction.json"):
-        shutil.copy(MODEL_DIR / name, models / name)
-    return models
+    """The shipped brain-extraction model and a 2-step synthesis model (no skill; its card
+    has the held-out metrics)."""
+    return _tiny_model_dir("contrast-synthesis", labels_dir,
+                           tmp_path_factory.mktemp("synthesis-model"))

@@ -108,3 +108,32 @@ def test_synthesis_training_and_evaluation(labels_dir, synthesis_model_dir):
     noisy = sample.targets[1] + np.random.default_rng(0).normal(0, 0.1, brain.shape)
     assert 0.3 < ssim(noisy, sample.targets[1], brain, 2.0) < 0.99
     assert 10 < psnr(noisy, sample.targets[1], brain) < 40
+
+
+def test_patch_pool(tmp_path):
+    """A pool of pre-rendered lesion heads: rendered once (a second pool over the same folder
+    renders nothing), patches a pure function of the seed, lesion-centred when asked,
+    from a random pool entry."""
+    import nibabel as nib
+
+    from bids_dl.synth.demo import LABELS_FILE
+    from bids_dl.synth.lesion_generator import LesionHeads
+    from bids_dl.training.pool import PatchPool
+
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+    heads = LesionHeads([labels])
+    pool = PatchPool(heads, tmp_path / "pool", 2, seed=3, patch=32, p_on_lesion=1.0)
+    stamps = [pool.path(i).stat().st_mtime_ns for i in range(2)]
+    again = PatchPool(heads, tmp_path / "pool", 2, seed=3, patch=32, p_on_lesion=1.0)
+    assert [again.path(i).stat().st_mtime_ns for i in range(2)] == stamps
+    first, second = pool.sample((3, 7, 0)), again.sample((3, 7, 0))
+    assert first.image.dtype == np.float32 and first.image.shape == (2, 32, 32, 32)
+    assert np.array_equal(first.image, second.image) and np.array_equal(first.mask, second.mask)
+    for step in range(12):  # every patch of a head with lesions is centred on a lesion
+        index = int(np.random.default_rng((3, step, 0)).integers(2))
+        if pool.entry(index).mask[0].any():
+            assert pool.sample((3, step, 0)).mask[0].any()
+    assert any(pool.entry(i).mask[0].any() for i in range(2))
+    whole = pool.entry(0)
+    assert whole.image.shape[1:] == heads.config.geometry.out_shape
+    assert whole.image.dtype == np.float16  # the pool is kept small in memory

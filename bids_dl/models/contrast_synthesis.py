@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..utils.io import InputImageError, derived_image, load_volume, write_images_atomically
+from ..utils.io import derived_image, load_brain_mask, load_volume, write_images_atomically
 from .engine import GridSpec, InferenceEngine, brain_grid
 from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 
@@ -58,7 +58,8 @@ def synthesize(t1w: str | os.PathLike, targets: tuple[str, ...] = ("FLAIR",),
                brain_mask: str | os.PathLike | None = None) -> SynthesisResult:
     """Synthesise ``targets`` (of :data:`TARGETS`) from the T1w at ``t1w``; ``model``: a
     Keras model instead of the shipped one; ``brain_mask``: the T1w's brain mask when known.
-    Raises :class:`InputImageError` for unusable input (before any model is loaded)."""
+    Raises :class:`~bids_dl.utils.io.InputImageError` for unusable input (before any model
+    is loaded)."""
     unknown = [target for target in targets if target not in TARGETS]
     if unknown or not targets:
         raise ValueError(f"targets must be some of {', '.join(TARGETS)}, not {unknown}")
@@ -70,11 +71,7 @@ def synthesize(t1w: str | os.PathLike, targets: tuple[str, ...] = ("FLAIR",),
     configure_device(device)
     tic = time.perf_counter()
     if brain_mask is not None:
-        mask_data, mask_image = load_volume(brain_mask)
-        if mask_data.shape != data.shape or not np.allclose(mask_image.affine, image.affine,
-                                                            atol=1e-3):
-            raise InputImageError(f"{brain_mask}: the brain mask is not on the grid of {t1w}")
-        brain = mask_data > 0.5
+        brain = load_brain_mask(brain_mask, image)
     else:
         from .brain_extraction import brain_probability
 

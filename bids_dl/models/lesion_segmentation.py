@@ -26,6 +26,7 @@ from ..utils.io import (
     InputImageError,
     atomic_path,
     derived_image,
+    load_brain_mask,
     load_volume,
     write_images_atomically,
 )
@@ -186,16 +187,6 @@ def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float) -> np.nda
     return keep[labels]
 
 
-def _given_brain_mask(path: str | os.PathLike, reference: nib.Nifti1Image) -> np.ndarray:
-    """A brain mask file as a boolean array; it must lie on the reference image's grid."""
-    data, image = load_volume(path)
-    if data.shape != reference.shape[:3] or not np.allclose(image.affine, reference.affine,
-                                                           atol=1e-3):
-        raise InputImageError(f"{path}: the brain mask is not on the grid of the image it "
-                              "should belong to")
-    return data > 0.5
-
-
 def _thickest_slice(image: nib.Nifti1Image) -> float:
     return float(np.sqrt((image.affine[:3, :3] ** 2).sum(0)).max())
 
@@ -241,7 +232,7 @@ def segment_lesions(flair: str | os.PathLike | None = None,
 
     tic = time.perf_counter()
     if brain_mask is not None:
-        brain = _given_brain_mask(brain_mask, ref_image)
+        brain = load_brain_mask(brain_mask, ref_image)
     else:
         brain = brain_probability(ref_image) > 0.5
     timings["brain_mask"] = time.perf_counter() - tic

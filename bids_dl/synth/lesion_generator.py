@@ -21,13 +21,12 @@ from .contrasts import label_intensities
 from .generator import (
     GeneratorConfig,
     add_noise,
-    brain_centre,
     degrade_resolution,
     sample_coordinates,
 )
 from .labels import LABELS, brain_mask
 from .lesions import (
-    LesionAnatomy,
+    HeadsWithLesions,
     lesion_intensity,
     paint_lesion_fraction,
     simulate_lesions,
@@ -70,22 +69,12 @@ class LesionSample:
     affine: np.ndarray
 
 
-class LesionHeads:
+class LesionHeads(HeadsWithLesions):
     """Renders lesion samples from head label maps (uint8, :data:`HEAD_AFFINE` grid)."""
 
     def __init__(self, label_maps: list[np.ndarray], config: LesionConfig | None = None):
-        if not label_maps:
-            raise ValueError("no label maps given")
-        self.label_maps = label_maps
+        super().__init__(label_maps)
         self.config = config or LesionConfig()
-        self._anatomies: dict[int, LesionAnatomy] = {}
-        self.masks = [brain_mask(labels).astype(np.float32) for labels in label_maps]
-        self.centres = [brain_centre(mask) for mask in self.masks]
-
-    def anatomy(self, index: int) -> LesionAnatomy:
-        if index not in self._anatomies:
-            self._anatomies[index] = LesionAnatomy.from_labels(self.label_maps[index])
-        return self._anatomies[index]
 
     def sample(self, seed, label_map: int | None = None, lesion_count: int | None = None,
                present: tuple[bool, bool] | None = None) -> LesionSample:

@@ -198,3 +198,25 @@ def lesion_intensity(contrast: str, means: np.ndarray, rng: np.random.Generator)
     if contrast == "PD":
         return min(1.0, wm * rng.uniform(1.1, 1.35))
     return float(rng.uniform(0, 1))
+
+
+class HeadsWithLesions:
+    """Head label maps (uint8, :data:`~bids_dl.synth.labels.HEAD_AFFINE` grid) with their
+    brain centres (world mm) and, built on first use, their lesion anatomies: the base of
+    the generators that simulate lesions."""
+
+    def __init__(self, label_maps: list[np.ndarray]):
+        from .generator import brain_centre
+        from .labels import brain_mask
+
+        if not label_maps:
+            raise ValueError("no label maps given")
+        self.label_maps = label_maps
+        self.centres = [brain_centre(brain_mask(labels).astype(np.float32))
+                        for labels in label_maps]
+        self._anatomies: dict[int, LesionAnatomy] = {}
+
+    def anatomy(self, index: int) -> LesionAnatomy:
+        if index not in self._anatomies:
+            self._anatomies[index] = LesionAnatomy.from_labels(self.label_maps[index])
+        return self._anatomies[index]

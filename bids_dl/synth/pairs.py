@@ -22,12 +22,11 @@ from ..utils.resample import smooth_noise
 from .generator import (
     GeneratorConfig,
     add_noise,
-    brain_centre,
     degrade_resolution,
     sample_coordinates,
 )
 from .labels import LABELS, brain_mask
-from .lesions import LesionAnatomy, simulate_lesions
+from .lesions import HeadsWithLesions, simulate_lesions
 from .physics import contrast_means, hounsfield_units, tissue_properties
 
 #: Targets of the synthesis model, in output-channel order.
@@ -70,22 +69,12 @@ class PairSample:
         return self.targets
 
 
-class PairedHeads:
+class PairedHeads(HeadsWithLesions):
     """Renders paired samples from head label maps (uint8, :data:`HEAD_AFFINE` grid)."""
 
     def __init__(self, label_maps: list[np.ndarray], config: PairConfig | None = None):
-        if not label_maps:
-            raise ValueError("no label maps given")
-        self.label_maps = label_maps
+        super().__init__(label_maps)
         self.config = config or PairConfig()
-        self._anatomies: dict[int, LesionAnatomy] = {}
-        self.centres = [brain_centre(brain_mask(labels).astype(np.float32))
-                        for labels in label_maps]
-
-    def anatomy(self, index: int) -> LesionAnatomy:
-        if index not in self._anatomies:
-            self._anatomies[index] = LesionAnatomy.from_labels(self.label_maps[index])
-        return self._anatomies[index]
 
     def sample(self, seed, label_map: int | None = None,
                lesion_count: int | None = None) -> PairSample:

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=int, default=defaults.batch_size)
         sub.add_argument("--patches-per-head", type=int, default=defaults.patches_per_head,
                          help="patches cut from one rendered head (lesion segmentation)")
+        sub.add_argument("--pool", type=int, default=defaults.pool, metavar="N",
+                         help="render N whole heads once and cut every patch from them "
+                              "(lesion segmentation on few CPU cores; 0: a fresh head per "
+                              "patch pair)")
         sub.add_argument("--filters", default=",".join(map(str, defaults.filters)))
         sub.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
         sub.add_argument("--seed", type=int, default=defaults.seed)
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(
         task=args.task, filters=tuple(int(f) for f in args.filters.split(",")), patch=args.patch,
         patch_steps=args.patch_steps, steps=args.steps, batch_size=args.batch_size,
-        patches_per_head=args.patches_per_head,
+        patches_per_head=args.patches_per_head, pool=args.pool,
         learning_rate=args.learning_rate, seed=args.seed,
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )

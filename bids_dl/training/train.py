@@ -31,6 +31,7 @@ class Recipe:
     steps: int = 1100
     batch_size: int = 1
     patches_per_head: int = 1  # patches cut from one rendered head (lesion generator)
+    pool: int = 0  # > 0: cut the patches from this many pre-rendered heads (lesions, CPU)
     learning_rate: float = 1e-3
     final_learning_rate: float = 5e-5
     seed: int = 0
@@ -128,10 +129,19 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
                                            (recipe.patch_steps, recipe.total_steps, None)):
         if start >= phase_stop:
             continue
-        heads = make_heads(recipe.task, maps, patch)
+        pooled = bool(recipe.pool and patch)
+        heads = make_heads(recipe.task, maps, None if pooled else patch)
+        if pooled:
+            if recipe.task != "lesion-segmentation":
+                raise ValueError("--pool: only lesion segmentation trains from a pool")
+            from .pool import PatchPool
+
+            heads = PatchPool(heads, work_dir / "pool", recipe.pool, recipe.seed, patch,
+                              heads.config.p_patch_on_lesion, workers=max(workers, 1))
         stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
                              recipe.batch_size, workers,
-                             patches_per_head=recipe.patches_per_head if patch else 1)
+                             patches_per_head=recipe.patches_per_head if patch and not pooled
+                             else 1)
         tic = time.time()
         for step, (images, masks) in enumerate(stream, start=max(start, phase_start)):
             rate = recipe.learning_rate_at(step)

@@ -117,3 +117,14 @@ def derived_image(image: nib.Nifti1Image, data: np.ndarray, dtype, stored_as=Non
     out.set_sform(image.affine, int(image.header["sform_code"]) or 1)
     out.set_data_dtype(stored_as or dtype)
     return out
+
+
+def load_brain_mask(path: str | os.PathLike, reference: nib.Nifti1Image) -> np.ndarray:
+    """A brain mask file as a boolean array; it must lie on ``reference``'s grid (the image
+    it belongs to), else :class:`InputImageError`."""
+    data, image = load_volume(path)
+    if data.shape != reference.shape[:3] or not np.allclose(image.affine, reference.affine,
+                                                           atol=1e-3):
+        raise InputImageError(f"{path}: the brain mask is not on the grid of the image it "
+                              "should belong to")
+    return data > 0.5
