@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def cpu_env(threads: int) -> dict:
+    """This process's environment limited to ``threads`` CPU threads, no GPU, quiet TF."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads),
+                TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2")
+
+
 def timed(command: list[str], env: dict) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process."""
     start = time.perf_counter()
@@ -44,9 +50,7 @@ def main() -> None:
     from bids_dl.synth.sources import colin27
 
     head, _ = colin27()
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TF_NUM_INTRAOP_THREADS=str(
-        args.threads), TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="-1",
-        TF_CPP_MIN_LOG_LEVEL="2")
+    env = cpu_env(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         commands = {"bids-dl-infer brain-extraction (TF, CPU)": [

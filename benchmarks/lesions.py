@@ -22,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.brain_extraction import timed  # noqa: E402
+from benchmarks.brain_extraction import cpu_env, timed  # noqa: E402
 
 
 def write_pair(folder: Path) -> tuple[Path, Path]:
@@ -45,9 +45,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads allowed")
     args = parser.parse_args()
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TF_NUM_INTRAOP_THREADS=str(
-        args.threads), TF_NUM_INTEROP_THREADS="1", CUDA_VISIBLE_DEVICES="-1",
-        TF_CPP_MIN_LOG_LEVEL="2")
+    env = cpu_env(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         flair, t1w = write_pair(Path(tmp))

@@ -8,13 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/container-env.sh
 hadolint Dockerfile
 bash scripts/ci-base-image.sh
-mounts=()
-for path in /etc/pip.conf /etc/xdg/pip /opt/pypi /opt/pypi-more /opt/wheels; do
-  [ -e "$path" ] && mounts+=(-v "$path:$path:ro")
-done
-version=$(python3 -c "import re; print(re.search(r'__version__ = \"(.+)\"', open('bids_dl/__init__.py').read())[1])")
 tic=$(date +%s)
-podman build --pull=never --runtime runc "${mounts[@]}" \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TF_VARIANT=cpu --build-arg VERSION="$version" \
+podman build --pull=never --runtime runc "${PIP_MOUNTS[@]}" \
+  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TF_VARIANT=cpu --build-arg VERSION="$VERSION" \
   -t "$IMAGE" . > /tmp/bids-dl-image-build.log 2>&1 || { tail -50 /tmp/bids-dl-image-build.log; exit 1; }
 echo "image $IMAGE built in $(( $(date +%s) - tic )) s: $(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"

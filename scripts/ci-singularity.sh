@@ -6,13 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/container-env.sh
-version=$(python3 -c "import re; print(re.search(r'__version__ = \"(.+)\"', open('bids_dl/__init__.py').read())[1])")
-podman tag "$IMAGE" "docker.io/bids-dl/bids-dl:$version"
+podman tag "$IMAGE" "docker.io/bids-dl/bids-dl:$VERSION"
 podman tag "$BASE_IMAGE" docker.io/library/debian:bookworm-slim
-mounts=()
-for path in /etc/pip.conf /etc/xdg/pip /opt/pypi /opt/pypi-more /opt/wheels; do
-  [ -e "$path" ] && mounts+=(-v "$path:$path:ro")
-done
 scratch=$(mktemp -d /tmp/bids-dl-sif.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 for recipe in singularity.def singularity-source.def; do
@@ -22,11 +17,11 @@ for recipe in singularity.def singularity-source.def; do
     | grep -v -e '/tests.sh' -e '^HEALTHCHECK' > "$scratch/$recipe.Dockerfile"
   tag="localhost/bids-dl-sif:${recipe%.def}"
   tic=$(date +%s)
-  podman build --pull=never --runtime runc "${mounts[@]}" -f "$scratch/$recipe.Dockerfile" \
+  podman build --pull=never --runtime runc "${PIP_MOUNTS[@]}" -f "$scratch/$recipe.Dockerfile" \
     -t "$tag" . > "$scratch/build.log" 2>&1 || { tail -40 "$scratch/build.log"; exit 1; }
   test_command=$(awk '/^%/ {on = ($1 == "%test"); next} on' "$recipe")
   tested=$(podman run --rm --network none --user 1000:1000 --entrypoint bash "$tag" -c "$test_command")
-  [ "$tested" = "bids-dl $version" ] || { echo "$recipe %test printed: $tested" >&2; exit 1; }
+  [ "$tested" = "bids-dl $VERSION" ] || { echo "$recipe %test printed: $tested" >&2; exit 1; }
   helped=$(podman run --rm --network none --user 1000:1000 --entrypoint bash "$tag" \
     -c 'exec bids-dl "$@"' runscript --help)
   grep -q "BIDS_DIR OUTPUT_DIR" <<< "$helped"

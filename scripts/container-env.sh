@@ -12,3 +12,10 @@ CONF
 fi
 BASE_IMAGE="${BASE_IMAGE:-localhost/bids-dl-base:bookworm}"
 IMAGE="${IMAGE:-localhost/bids-dl:cpu}"
+# This machine's pip configuration and local wheel mirrors (if any), mounted read-only into
+# image builds so they install the host's wheels; never part of the Dockerfile.
+PIP_MOUNTS=()
+for path in /etc/pip.conf /etc/xdg/pip /opt/pypi /opt/pypi-more /opt/wheels; do
+  if [ -e "$path" ]; then PIP_MOUNTS+=(-v "$path:$path:ro"); fi
+done
+VERSION=$(python3 -c "import re; print(re.search(r'__version__ = \"(.+)\"', open('bids_dl/__init__.py').read())[1])")

@@ -59,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 def find_participants(bids_dir: Path, labels: list[str] | None) -> list[str]:
     """Participant labels (without ``sub-``) of the ``sub-*`` folders of ``bids_dir``,
     restricted to ``labels``; raises ``ValueError`` naming labels that are not there."""
+    from ..utils.bids import clean_label
+
     found = sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
     if labels is None:
         return found
-    wanted = [label[4:] if label.startswith("sub-") else label for label in labels]
+    wanted = [clean_label(label) for label in labels]
     missing = [label for label in wanted if label not in found]
     if missing:
         raise ValueError(f"{bids_dir}: no folder for participant(s) {', '.join(missing)}")

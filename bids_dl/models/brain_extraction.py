@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..utils.io import derived_image, load_volume, write_images_atomically
+from ..utils.io import derived_image, load_brain_mask, load_volume, write_images_atomically
 from .engine import InferenceEngine, keep_largest_structure
 
 TASK = "brain-extraction"
@@ -58,6 +58,15 @@ def brain_probability(image: nib.Nifti1Image, model=None) -> np.ndarray:
         model, _ = load_model(TASK)
     data = np.asarray(image.get_fdata(dtype=np.float32)).reshape(image.shape[:3])
     return make_engine(model).run(data, image.affine).probability
+
+
+def reference_brain(image: nib.Nifti1Image, brain_mask: str | os.PathLike | None = None,
+                    ) -> np.ndarray:
+    """Boolean brain mask of ``image``: the given ``brain_mask`` file (on ``image``'s grid,
+    e.g. from the brain-extraction task of the same run), else made by the model."""
+    if brain_mask is not None:
+        return load_brain_mask(brain_mask, image)
+    return brain_probability(image) > 0.5
 
 
 def extract_brain(in_file: str | os.PathLike, device: str = "auto",

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..utils.io import derived_image, load_brain_mask, load_volume, write_images_atomically
+from ..utils.io import derived_image, load_volume, write_images_atomically
 from .engine import GridSpec, InferenceEngine, brain_grid
 from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 
@@ -69,20 +69,13 @@ def synthesize(t1w: str | os.PathLike, targets: tuple[str, ...] = ("FLAIR",),
     from ..utils.device import configure_device, device_in_use
 
     configure_device(device)
+    from .brain_extraction import reference_brain
+    from .registry import model_or_shipped
+
     tic = time.perf_counter()
-    if brain_mask is not None:
-        brain = load_brain_mask(brain_mask, image)
-    else:
-        from .brain_extraction import brain_probability
-
-        brain = brain_probability(image) > 0.5
+    brain = reference_brain(image, brain_mask)
     timings["brain_mask"] = time.perf_counter() - tic
-    if model is None:
-        from .registry import load_model
-
-        model, card = load_model(TASK)
-    else:
-        card = {"name": TASK, "version": "candidate", "sha256": None}
+    model, card = model_or_shipped(TASK, model)
     engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
     tic = time.perf_counter()
     grid = brain_grid(engine, brain, image.affine)

@@ -26,7 +26,6 @@ from ..utils.io import (
     InputImageError,
     atomic_path,
     derived_image,
-    load_brain_mask,
     load_volume,
     write_images_atomically,
 )
@@ -227,19 +226,13 @@ def segment_lesions(flair: str | os.PathLike | None = None,
         affines["T1w"] = np.linalg.inv(transform) @ loaded["T1w"][1].affine
         registration = transform.round(6).tolist()
         timings["register"] = time.perf_counter() - tic
-    from .brain_extraction import brain_probability
-    from .registry import load_model
+    from .brain_extraction import reference_brain
+    from .registry import model_or_shipped
 
     tic = time.perf_counter()
-    if brain_mask is not None:
-        brain = load_brain_mask(brain_mask, ref_image)
-    else:
-        brain = brain_probability(ref_image) > 0.5
+    brain = reference_brain(ref_image, brain_mask)
     timings["brain_mask"] = time.perf_counter() - tic
-    if model is None:
-        model, card = load_model(TASK)
-    else:
-        card = {"name": TASK, "version": "candidate", "sha256": None}
+    model, card = model_or_shipped(TASK, model)
     used = device_in_use(device)
     engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
     tic = time.perf_counter()

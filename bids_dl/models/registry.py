@@ -98,3 +98,11 @@ def load_model(name: str):
     card = verify(entry)
     model = keras.saving.load_model(entry.weights_path, compile=False, safe_mode=True)
     return model, card
+
+
+def model_or_shipped(name: str, model=None) -> tuple:
+    """``(model, card)``: the given Keras ``model`` (a candidate under evaluation, card
+    version ``candidate``) or the verified shipped model of task ``name``."""
+    if model is not None:
+        return model, {"name": name, "version": "candidate", "sha256": None}
+    return load_model(name)

@@ -22,14 +22,12 @@ from .generator import (
     GeneratorConfig,
     add_noise,
     degrade_resolution,
-    sample_coordinates,
 )
 from .labels import LABELS, brain_mask
 from .lesions import (
     HeadsWithLesions,
     lesion_intensity,
     paint_lesion_fraction,
-    simulate_lesions,
 )
 
 CHANNELS = ("FLAIR", "T1w")
@@ -94,14 +92,8 @@ class LesionHeads(HeadsWithLesions):
         rng = np.random.default_rng(seed)
         config = self.config
         index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
-        labels = self.label_maps[index]
-        lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
-        coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
-                                                 config.geometry)
-        grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)
-        fraction = (ndimage.map_coordinates(lesions.astype(np.float32), coordinates, order=1,
-                                            prefilter=False) if lesions.any()
-                    else np.zeros(grid_labels.shape, np.float32))
+        grid_labels, fraction, affine = self.on_grid(index, rng, config.geometry,
+                                                     lesion_count)
         brain = brain_mask(grid_labels)
         targets = [fraction >= 0.5] + [np.isin(grid_labels, _TARGET_LABELS[name])
                                        for name in TARGETS[1:]]

@@ -220,3 +220,21 @@ class HeadsWithLesions:
         if index not in self._anatomies:
             self._anatomies[index] = LesionAnatomy.from_labels(self.label_maps[index])
         return self._anatomies[index]
+
+    def on_grid(self, index: int, rng: np.random.Generator, geometry,
+                lesion_count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Head ``index`` with fresh lesions under one random geometry
+        (:class:`~bids_dl.synth.generator.GeneratorConfig`), resampled once onto the model
+        grid: labels (nearest neighbour, uint8), the lesions' partial-volume fraction
+        (float32, 0-1) and the grid's voxel-to-world affine."""
+        from .generator import sample_coordinates
+
+        labels = self.label_maps[index]
+        lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
+        coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
+                                                 geometry)
+        grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)
+        fraction = (ndimage.map_coordinates(lesions.astype(np.float32), coordinates, order=1,
+                                            prefilter=False) if lesions.any()
+                    else np.zeros(grid_labels.shape, np.float32))
+        return grid_labels, fraction, affine

@@ -23,10 +23,9 @@ from .generator import (
     GeneratorConfig,
     add_noise,
     degrade_resolution,
-    sample_coordinates,
 )
 from .labels import LABELS, brain_mask
-from .lesions import HeadsWithLesions, simulate_lesions
+from .lesions import HeadsWithLesions
 from .physics import contrast_means, hounsfield_units, tissue_properties
 
 #: Targets of the synthesis model, in output-channel order.
@@ -82,16 +81,10 @@ class PairedHeads(HeadsWithLesions):
         rng = np.random.default_rng(seed)
         config = self.config
         index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
-        labels = self.label_maps[index]
         if lesion_count is None and rng.random() >= config.p_lesions:
             lesion_count = 0
-        lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
-        coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
-                                                 config.geometry)
-        grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)
-        fraction = (ndimage.map_coordinates(lesions.astype(np.float32), coordinates, order=1,
-                                            prefilter=False) if lesions.any()
-                    else np.zeros(grid_labels.shape, np.float32))
+        grid_labels, fraction, affine = self.on_grid(index, rng, config.geometry,
+                                                     lesion_count)
         brain = brain_mask(grid_labels)
         head = grid_labels != LABELS["background"]
         shape = config.geometry.out_shape

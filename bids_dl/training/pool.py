@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..synth.lesion_generator import LesionSample, crop_patch
+from ..utils.io import atomic_path
 
 POOL_SEED = 1_000_000  # pool entries use seeds (seed, POOL_SEED + i): never a training step's
 
@@ -24,10 +25,9 @@ POOL_SEED = 1_000_000  # pool entries use seeds (seed, POOL_SEED + i): never a t
 def _render(args) -> None:
     heads, seed, index, path = args
     (sample,) = heads.samples((seed, POOL_SEED + index), 1)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, image=sample.image.astype(np.float16), mask=sample.mask,
-             brain=sample.brain, present=np.array(sample.present), affine=sample.affine)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, image=sample.image.astype(np.float16), mask=sample.mask,
+                 brain=sample.brain, present=np.array(sample.present), affine=sample.affine)
 
 
 class PatchPool:

@@ -5,7 +5,7 @@ fields become. Adding a task is one entry of :data:`TASKS`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from ..utils.bids import KEPT_ENTITIES, AnatImage, derivative_folder, derivative_name
@@ -187,11 +187,10 @@ TASKS: dict[str, Task] = {
     "contrast-synthesis": synthesis_task("FLAIR", only_missing=True),
 }
 #: Lesion segmentation that uses a FLAIR synthesised from the T1w where a session has none.
-LESION_WITH_SYNTHETIC_FLAIR = Task(**{
-    **TASKS["lesion-segmentation"].__dict__,
-    "select": partial(lesion_units, synthetic_flair=True),
-    "description": TASKS["lesion-segmentation"].description + "; a synthetic FLAIR where "
-                   "a session has none"})
+LESION_WITH_SYNTHETIC_FLAIR = replace(
+    TASKS["lesion-segmentation"], select=partial(lesion_units, synthetic_flair=True),
+    description=TASKS["lesion-segmentation"].description + "; a synthetic FLAIR where a "
+                "session has none")
 
 
 def run_tasks(names: list[str], synthesize: list[str] | None = None,
