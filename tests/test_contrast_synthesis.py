@@ -72,29 +72,14 @@ def test_white_matter_scale():
 def test_colin27_tissue_orderings(tmp_path):
     """Real Colin27 T1w -> FLAIR, T2w, CT: FLAIR WM < GM and CSF darkest; T2w WM < GM < CSF;
     CT skull > 500 HU, brain 20-45 HU (tissues split by the brain mask and T1w level)."""
-    from bids_dl.models.brain_extraction import extract_brain
-    from bids_dl.training.evaluate import colin27_head
+    from bids_dl.training.evaluate_synthesis import colin27_synthesis
 
-    head = colin27_head()
-    path = tmp_path / "colin27.nii.gz"
-    nib.save(head, str(path))
-    brain = np.asarray(extract_brain(path, device="cpu").mask.dataobj) > 0
-    result = synthesize(path, ("FLAIR", "T2w", "CT"), device="cpu")
-    t1 = np.asarray(head.dataobj, np.float32)
-    low, high = np.percentile(t1[brain], (2, 98))
-    level = (t1 - low) / (high - low)
-    csf, gm, wm = brain & (level < 0.3), brain & (level > 0.45) & (level < 0.65), brain & (
-        level > 0.85)
-    flair = np.asarray(result.images["FLAIR"].dataobj)
-    t2w = np.asarray(result.images["T2w"].dataobj)
-    ct = np.asarray(result.images["CT"].dataobj)
-    median = {name: {k: float(np.median(v[m])) for k, m in (("csf", csf), ("gm", gm),
-                                                             ("wm", wm))}
-              for name, v in (("flair", flair), ("t2w", t2w))}
-    assert median["flair"]["csf"] < median["flair"]["wm"] < median["flair"]["gm"]
-    assert median["t2w"]["wm"] < median["t2w"]["gm"] < median["t2w"]["csf"]
-    assert 20 <= np.median(ct[brain & ~csf]) <= 45
-    assert np.percentile(ct[~brain], 99) > 500
+    result = colin27_synthesis(tmp_path)
+    assert result["FLAIR"]["csf"] < result["FLAIR"]["wm"] < result["FLAIR"]["gm"], result
+    assert result["T2w"]["wm"] < result["T2w"]["gm"] < result["T2w"]["csf"], result
+    assert 20 <= result["CT"]["brain_median_hu"] <= 45, result
+    assert result["CT"]["outside_brain_p99_hu"] > 500, result
+    assert all(result["orderings_hold"].values())
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,27 @@ def test_ct_numbers_and_seeds():
     first = tissue_properties(np.random.default_rng(4))
     second = tissue_properties(np.random.default_rng(4))
     assert np.array_equal(first.t1, second.t1) and first.field_t == second.field_t
+
+
+def test_reference_protocols_are_the_middle_of_each_range():
+    """Without a random generator the sequences and CT numbers are the reference ones (the
+    synthesis targets): the middle of every range, FLAIR's TI at the CSF null; the
+    orderings hold for them as for the random ones."""
+    from bids_dl.synth.physics import HOUNSFIELD, SEQUENCES
+
+    params = sample_sequence("T2w", None)
+    assert params == {name: float(np.mean(b)) for name, b in SEQUENCES["T2w"].items()}
+    flair = sample_sequence("FLAIR", None, csf_t1_ms=4300.0)
+    assert flair["TR"] == 9000.0 and flair["TE"] == 110.0
+    assert abs(signal("FLAIR", flair, 4300.0, 2000.0, 1.0)) < 1e-9  # CSF nulled
+    values, lesion = hounsfield_units(None)
+    assert values[BONE] == np.mean(HOUNSFIELD["bone_cortical"]) == 1450
+    assert values[LABELS["background"]] == -1000 and lesion == 21.5
+    tissues = tissue_properties(np.random.default_rng(2), field_t=3.0)
+    first = contrast_means("FLAIR", tissues, None)
+    assert first.params == flair | {"TI": first.params["TI"]} and first.sequence == "FLAIR"
+    again = contrast_means("FLAIR", tissues, None)
+    assert np.array_equal(first.labels, again.labels)
+    gm, wm, csf = (first.labels[LABELS[n]] for n in ("cortical_gm", "cerebral_wm",
+                                                       "ventricles"))
+    assert csf < 0.5 * wm < gm and first.lesion > 1.2

@@ -39,6 +39,9 @@ def test_train_resume_and_card(labels_dir, tmp_path, monkeypatch):
     state = json.loads((work / "state.json").read_text())
     assert state["step"] == 2 and len(state["history"]) == 2
     assert not (work / "brain_extraction.keras").exists()
+    for key in ("activation", "output_bias", "init_from"):  # a run from before these fields
+        del state["recipe"][key]
+    (work / "state.json").write_text(json.dumps(state))
     assert cli.main(args) == 0  # resumes at step 2
     state = json.loads((work / "state.json").read_text())
     assert state["step"] == 4 and len(state["history"]) == 4
@@ -67,7 +70,38 @@ def test_lesion_training_writes_a_two_input_four_output_model(lesion_model_dir):
     assert card["name"] == "lesion-segmentation" and card["steps"] == 2
     assert card["input"]["channels"] == ["FLAIR", "T1w"]
     assert card["recipe"]["steps"] == 0 and card["recipe"]["patch"] == 64
+    assert card["recipe"]["activation"] == "leaky_relu" and card["recipe"]["output_bias"] < 0
     assert "lesion" in card["data"]["generator"]
+    activations = {layer.get_config()["activation"] for layer in model.layers
+                   if layer.name.endswith(("_relu1", "_relu2"))}
+    assert activations == {"leaky_relu"}
+
+
+def test_init_from_copies_every_layer_but_the_output(lesion_model_dir):
+    """--init-from: a new run starts from another run's weights (here a leaky-ReLU model
+    from the tiny lesion model's file), the output layer fresh with the recipe's bias; a
+    model of other filters is refused."""
+    import keras
+
+    from bids_dl.training.train import _build, initialise_from
+
+    path = lesion_model_dir / "lesion_segmentation.keras"
+    source = keras.saving.load_model(path, safe_mode=True)
+    recipe = Recipe(task="lesion-segmentation", filters=(4, 8), activation="relu",
+                    output_bias=-2.0)
+    model = _build(recipe, "channels_first")
+    assert initialise_from(model, path) == sum(
+        1 for layer in model.layers if layer.weights and layer.name != "output")
+    for layer in model.layers:
+        if layer.weights and layer.name != "output":
+            for mine, theirs in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
+                assert np.array_equal(mine, theirs)
+    bias = model.get_layer("output").get_weights()[1]
+    assert np.all(bias == -2.0)
+    assert not np.array_equal(bias, source.get_layer("output").get_weights()[1])
+    with pytest.raises(ValueError, match="does not match"):
+        initialise_from(_build(Recipe(task="lesion-segmentation", filters=(2, 8)),
+                               "channels_first"), path)
 
 
 def test_synthesis_training_and_evaluation(labels_dir, synthesis_model_dir):
@@ -117,18 +151,19 @@ def test_patch_pool(tmp_path):
     import nibabel as nib
 
     from bids_dl.synth.demo import LABELS_FILE
-    from bids_dl.synth.lesion_generator import LesionHeads
+    from bids_dl.synth.lesion_generator import LesionConfig, LesionHeads
     from bids_dl.training.pool import PatchPool
 
     labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
-    heads = LesionHeads([labels])
-    pool = PatchPool(heads, tmp_path / "pool", 2, seed=3, patch=32, p_on_lesion=1.0)
+    heads = LesionHeads([labels], LesionConfig(p_patch_on_lesion=1.0))
+    pool = PatchPool(heads, tmp_path / "pool", 2, seed=3, patch=32)
     stamps = [pool.path(i).stat().st_mtime_ns for i in range(2)]
-    again = PatchPool(heads, tmp_path / "pool", 2, seed=3, patch=32, p_on_lesion=1.0)
+    again = PatchPool(heads, tmp_path / "pool", 2, seed=3, patch=32)
     assert [again.path(i).stat().st_mtime_ns for i in range(2)] == stamps
     first, second = pool.sample((3, 7, 0)), again.sample((3, 7, 0))
     assert first.image.dtype == np.float32 and first.image.shape == (2, 32, 32, 32)
     assert np.array_equal(first.image, second.image) and np.array_equal(first.mask, second.mask)
+    assert isinstance(first.present, tuple) and all(isinstance(v, bool) for v in first.present)
     for step in range(12):  # every patch of a head with lesions is centred on a lesion
         index = int(np.random.default_rng((3, step, 0)).integers(2))
         if pool.entry(index).mask[0].any():
@@ -137,3 +172,35 @@ def test_patch_pool(tmp_path):
     whole = pool.entry(0)
     assert whole.image.shape[1:] == heads.config.geometry.out_shape
     assert whole.image.dtype == np.float16  # the pool is kept small in memory
+
+
+def test_patch_pool_of_synthesis_pairs(tmp_path):
+    """The pool serves paired synthesis samples too: the source and its three targets are
+    cut and mirrored together (checked against the crop replayed from the seed)."""
+    import nibabel as nib
+
+    from bids_dl.synth.demo import LABELS_FILE
+    from bids_dl.synth.pairs import PairedHeads, PairSample
+    from bids_dl.training.pool import PatchPool
+
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+    heads = PairedHeads([labels])
+    pool = PatchPool(heads, tmp_path / "pool", 1, seed=5, patch=32)
+    whole = pool.entry(0)
+    assert isinstance(whole, PairSample) and whole.targets.dtype == np.float16
+    assert whole.targets.shape == (3, *heads.config.geometry.out_shape)
+    flips = set()
+    for step in range(8):
+        sample = pool.sample((5, step, 0))
+        assert sample.source.shape == (1, 32, 32, 32) and sample.targets.shape == (3, 32, 32, 32)
+        assert sample.source.dtype == sample.targets.dtype == np.float32
+        rng = np.random.default_rng((5, step, 0))
+        rng.integers(1)
+        patch = heads.crop(whole, 32, rng)
+        flip = rng.random() < 0.5
+        flips.add(flip)
+        mirror = (lambda a: np.flip(a, axis=-3)) if flip else (lambda a: a)
+        for name in ("source", "targets", "brain", "head", "lesions"):
+            assert np.array_equal(getattr(sample, name),
+                                  mirror(getattr(patch, name)).astype(getattr(sample, name).dtype))
+    assert flips == {True, False}

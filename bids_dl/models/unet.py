@@ -10,14 +10,15 @@ import keras
 from keras import layers
 
 
-def _conv_block(x, filters: int, groups: int, dropout: float, name: str, data_format: str):
+def _conv_block(x, filters: int, groups: int, dropout: float, name: str, data_format: str,
+                activation: str = "relu"):
     axis = -1 if data_format == "channels_last" else 1
     for i in (1, 2):
         x = layers.Conv3D(filters, 3, padding="same", use_bias=False, data_format=data_format,
                           name=f"{name}_conv{i}")(x)
         x = layers.GroupNormalization(groups=min(groups, filters), axis=axis,
                                       name=f"{name}_norm{i}")(x)
-        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+        x = layers.Activation(activation, name=f"{name}_relu{i}")(x)
     if dropout:
         x = layers.SpatialDropout3D(dropout, data_format=data_format, name=f"{name}_dropout")(x)
     return x
@@ -32,9 +33,15 @@ def build_unet(
     final_activation: str = "sigmoid",
     name: str = "unet3d",
     data_format: str = "channels_last",
+    activation: str = "relu",
+    output_bias: float = 0.0,
 ) -> keras.Model:
     """U-Net with ``len(filters)`` levels, group normalisation and spatial dropout at the
     bottleneck; ``final_activation`` is ``sigmoid`` (masks), ``softmax`` or ``linear``.
+    ``activation``: of every block (``relu``; ``leaky_relu`` keeps units from dying, which
+    starved the lesion channel of a ReLU model); ``output_bias``: initial bias of the output
+    layer (e.g. the logit of a rare class's prior, so the first steps do not push every
+    feature down to silence an output that starts at 0.5 everywhere).
 
     ``data_format="channels_first"`` (input ``(batch, channels, x, y, z)``) trains about twice
     as fast on the PyTorch backend; the weights are the same either way (see
@@ -47,16 +54,17 @@ def build_unet(
     x = inputs
     skips = []
     for level, width in enumerate(filters[:-1]):
-        x = _conv_block(x, width, groups, 0.0, f"down{level}", data_format)
+        x = _conv_block(x, width, groups, 0.0, f"down{level}", data_format, activation)
         skips.append(x)
         x = layers.MaxPooling3D(2, data_format=data_format, name=f"pool{level}")(x)
-    x = _conv_block(x, filters[-1], groups, dropout, "bottleneck", data_format)
+    x = _conv_block(x, filters[-1], groups, dropout, "bottleneck", data_format, activation)
     for level in reversed(range(len(filters) - 1)):
         x = layers.UpSampling3D(2, data_format=data_format, name=f"upsample{level}")(x)
         x = layers.Concatenate(axis=-1 if channels_last else 1, name=f"skip{level}")(
             [x, skips[level]])
-        x = _conv_block(x, filters[level], groups, 0.0, f"up{level}", data_format)
+        x = _conv_block(x, filters[level], groups, 0.0, f"up{level}", data_format, activation)
     outputs = layers.Conv3D(out_channels, 1, activation=final_activation, dtype="float32",
+                            bias_initializer=keras.initializers.Constant(output_bias),
                             data_format=data_format, name="output")(x)
     return keras.Model(inputs, outputs, name=name)
 

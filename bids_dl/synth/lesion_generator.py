@@ -66,6 +66,9 @@ class LesionSample:
     present: tuple[bool, bool]
     affine: np.ndarray
 
+    def __post_init__(self):
+        self.present = tuple(bool(v) for v in self.present)  # also from a stored array
+
 
 class LesionHeads(HeadsWithLesions):
     """Renders lesion samples from head label maps (uint8, :data:`HEAD_AFFINE` grid)."""
@@ -73,6 +76,14 @@ class LesionHeads(HeadsWithLesions):
     def __init__(self, label_maps: list[np.ndarray], config: LesionConfig | None = None):
         super().__init__(label_maps)
         self.config = config or LesionConfig()
+
+    sample_type = LesionSample
+
+    def crop(self, sample: LesionSample, patch: int, rng: np.random.Generator,
+             ) -> LesionSample:
+        """A training patch of a whole-grid ``sample`` (lesion-centred at the configured
+        rate)."""
+        return crop_patch(sample, patch, rng, self.config.p_patch_on_lesion)
 
     def sample(self, seed, label_map: int | None = None, lesion_count: int | None = None,
                present: tuple[bool, bool] | None = None) -> LesionSample:

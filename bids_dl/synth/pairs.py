@@ -4,9 +4,12 @@ on one geometry, so source and targets match voxel for voxel.
 
 Source: a T1w (MPRAGE or SPGR, random parameters at 1.5 or 3 T) with everything a real scan
 has (texture, bias field, resolution, noise, gamma), normalised inside the brain as at
-inference. Targets: the same head's clean FLAIR and T2w on the source's white-matter scale
-(white matter = 1) and its CT in Hounsfield units / 1000, all without bias or noise (the model
-learns to produce the clean image). Every tissue shares one microtexture field across the
+inference. Targets: the same head's clean FLAIR and T2w of the reference protocols (the middle
+of each parameter range of :data:`~bids_dl.synth.physics.SEQUENCES`) on the source's
+white-matter scale (white matter = 1) and its reference CT (the middle of each tissue's HU
+range) in Hounsfield units / 1000, all without bias or noise: the model learns one
+well-defined image per target. The head's own tissue T1, T2 and PD (jittered around the
+literature values) are shared by the source and the targets. Every tissue shares one microtexture field across the
 contrasts, so texture is paired too.
 """
 
@@ -42,6 +45,10 @@ class PairConfig:
         out_shape=LESION_SHAPE, spacing=LESION_SPACING, max_rotation=20.0, max_shift=8.0,
         max_warp=2.0, max_bias=0.35, max_noise=0.05, p_thick_slices=0.2))
     p_lesions: float = 0.5
+    #: Targets rendered with the reference protocols (FLAIR, T2w: the middle of each
+    #: parameter range; CT: the middle of each tissue's HU range), so the model has one
+    #: well-defined output; False: random protocols like the source (not predictable from it)
+    reference_targets: bool = True
     texture: float = 0.04  # relative amplitude of the shared tissue microtexture
     patch: int | None = None  # cubic patches of this many voxels (None: whole grid)
 
@@ -75,9 +82,22 @@ class PairedHeads(HeadsWithLesions):
         super().__init__(label_maps)
         self.config = config or PairConfig()
 
+    sample_type = PairSample
+
+    @staticmethod
+    def crop(sample: PairSample, patch: int, rng: np.random.Generator) -> PairSample:
+        """A training patch of a whole-grid ``sample``, centred on a random brain voxel."""
+        return crop_pair(sample, patch, rng)
+
     def sample(self, seed, label_map: int | None = None,
                lesion_count: int | None = None) -> PairSample:
         """One paired sample, a pure function of ``seed`` (and the optional fixed choices)."""
+        return self.samples(seed, 1, label_map, lesion_count)[0]
+
+    def samples(self, seed, patches: int = 1, label_map: int | None = None,
+                lesion_count: int | None = None) -> list[PairSample]:
+        """``patches`` cubic patches cut from one rendered head (the whole grid once when
+        ``config.patch`` is None); a pure function of its arguments."""
         rng = np.random.default_rng(seed)
         config = self.config
         index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
@@ -93,20 +113,22 @@ class PairedHeads(HeadsWithLesions):
         source_means = contrast_means("T1w", tissues, rng)
         source = self._clean(grid_labels, fraction, source_means.labels, source_means.lesion)
         source = self._acquire(source * texture, rng)
-        targets = []
+        targets, target_rng = [], None if config.reference_targets else rng
         for target in TARGETS:
             if target == "CT":
-                hounsfield, lesion_hu = hounsfield_units(rng)
+                hounsfield, lesion_hu = hounsfield_units(target_rng)
                 clean = self._clean(grid_labels, fraction, hounsfield, lesion_hu) / HU_SCALE
             else:
-                means = contrast_means(target, tissues, rng)
+                means = contrast_means(target, tissues, target_rng)
                 clean = self._clean(grid_labels, fraction, means.labels, means.lesion)
                 clean = np.clip(clean * texture, 0.0, MAX_RELATIVE)
             targets.append(clean.astype(np.float32))
         sample = PairSample(normalise_in_mask(source, brain)[None], np.stack(targets),
                             brain.astype(np.uint8), head.astype(np.uint8),
                             (fraction >= 0.5).astype(np.uint8), affine)
-        return crop_pair(sample, config.patch, rng)
+        if not config.patch:
+            return [sample]
+        return [crop_pair(sample, config.patch, rng) for _ in range(patches)]
 
     @staticmethod
     def _clean(grid_labels: np.ndarray, lesion_fraction: np.ndarray, label_values: np.ndarray,

@@ -127,12 +127,14 @@ def tissue_properties(rng: np.random.Generator, field_t: float | None = None,
                             (float(t1[-1]), float(t2[-1]), float(pd[-1])), field_t)
 
 
-def sample_sequence(sequence: str, rng: np.random.Generator,
+def sample_sequence(sequence: str, rng: np.random.Generator | None,
                     csf_t1_ms: float = 4300.0) -> dict[str, float]:
     """Random parameters of ``sequence`` (ms, degrees) within :data:`SEQUENCES`; FLAIR's TI
-    near the null of CSF with T1 ``csf_t1_ms``."""
+    near the null of CSF with T1 ``csf_t1_ms``. ``rng`` None: the reference protocol, the
+    middle of every range (FLAIR TR 9000, TE 110, TI at the null; T2w TR 5000, TE 100)."""
     ranges = SEQUENCES[sequence]
-    params = {name: float(rng.uniform(*bounds)) for name, bounds in ranges.items()}
+    params = {name: float(np.mean(bounds) if rng is None else rng.uniform(*bounds))
+              for name, bounds in ranges.items()}
     if sequence == "FLAIR":
         null = csf_t1_ms * np.log(2 / (1 + np.exp(-params["TR"] / csf_t1_ms)))
         params["TI"] = float(null * params.pop("TI_null_factor"))
@@ -176,11 +178,14 @@ class ContrastMeans:
     params: dict[str, float]
 
 
-def contrast_means(contrast: str, tissues: TissueProperties, rng: np.random.Generator,
+def contrast_means(contrast: str, tissues: TissueProperties, rng: np.random.Generator | None,
                    sequence: str | None = None) -> ContrastMeans:
     """Label and lesion signals of one ``contrast`` (T1w, T2w or FLAIR) image of the head
-    with ``tissues``, from a random sequence of that contrast, relative to white matter."""
-    sequence = sequence or str(rng.choice(CONTRAST_SEQUENCES[contrast]))
+    with ``tissues``, from a random sequence of that contrast (``rng`` None: the reference
+    protocol of its first sequence), relative to white matter."""
+    if sequence is None:
+        choices = CONTRAST_SEQUENCES[contrast]
+        sequence = str(choices[0] if rng is None else rng.choice(choices))
     params = sample_sequence(sequence, rng, float(tissues.t1[LABELS["ventricles"]]))
     values = signal(sequence, params, tissues.t1, tissues.t2, tissues.pd)
     lesion = float(signal(sequence, params, *tissues.lesion))
@@ -189,9 +194,13 @@ def contrast_means(contrast: str, tissues: TissueProperties, rng: np.random.Gene
                          sequence, params)
 
 
-def hounsfield_units(rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def hounsfield_units(rng: np.random.Generator | None) -> tuple[np.ndarray, float]:
     """CT number per label (HU, length ``N_LABELS``) and of lesions, drawn within
-    :data:`HOUNSFIELD` for one head."""
+    :data:`HOUNSFIELD` for one head (``rng`` None: the middle of each range, the reference
+    CT)."""
+    def draw(bounds):
+        return float(np.mean(bounds)) if rng is None else float(rng.uniform(*bounds))
+
     names = sorted(LABELS, key=LABELS.get)
-    values = np.array([rng.uniform(*HOUNSFIELD[name]) for name in names], np.float32)
-    return values, float(rng.uniform(*LESION_HOUNSFIELD))
+    values = np.array([draw(HOUNSFIELD[name]) for name in names], np.float32)
+    return values, draw(LESION_HOUNSFIELD)

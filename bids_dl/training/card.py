@@ -90,7 +90,7 @@ def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
     return evaluate_lesions.evaluate_all(segment, labels_dir)
 
 
-def evaluate_synthesis_model(model_path: Path, labels_dir: Path) -> dict:
+def evaluate_synthesis_model(model_path: Path, labels_dir: Path, cases: int = 3) -> dict:
     """Held-out synthesis metrics of a ``.keras`` file (tiles of the shipped engine)."""
     import keras
     import numpy as np
@@ -104,7 +104,7 @@ def evaluate_synthesis_model(model_path: Path, labels_dir: Path) -> dict:
     def synthesise(source: np.ndarray) -> np.ndarray:
         return np.moveaxis(engine.predict_tiled(np.moveaxis(source, 0, -1), 64), -1, 0)
 
-    return evaluate_synthesis.evaluate_pairs(synthesise, labels_dir)
+    return evaluate_synthesis.evaluate_pairs(synthesise, labels_dir, cases)
 
 
 GENERATORS = {

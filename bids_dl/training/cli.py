@@ -20,7 +20,8 @@ from .train import Recipe
 TASK_DEFAULTS = {
     "brain-extraction": {},
     "lesion-segmentation": {"patch_steps": 5000, "steps": 0, "patch": 64, "batch_size": 2,
-                            "patches_per_head": 2,
+                            "patches_per_head": 2, "activation": "leaky_relu",
+                            "output_bias": -3.0,
                             "loss": "channel-wise soft Dice (over the batch) + binary "
                                     "cross-entropy (lesion channel x2)"},
     "contrast-synthesis": {"patch_steps": 4000, "steps": 0, "patch": 64,
@@ -59,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--filters", default=",".join(map(str, defaults.filters)))
         sub.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
         sub.add_argument("--seed", type=int, default=defaults.seed)
+        sub.add_argument("--activation", default=defaults.activation,
+                         choices=("relu", "leaky_relu"), help="of the U-Net blocks")
+        sub.add_argument("--output-bias", type=float, default=defaults.output_bias,
+                         help="initial bias of the output layer (a rare class's prior logit)")
+        sub.add_argument("--init-from", type=Path, default=None, metavar="MODEL.keras",
+                         help="start a new run from this model's weights (same filters; the "
+                              "output layer starts fresh)")
         sub.add_argument("--workers", type=int, default=1, help="generator processes")
         sub.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                          help="checkpoint and stop at this step (resume later)")
@@ -74,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         task=args.task, filters=tuple(int(f) for f in args.filters.split(",")), patch=args.patch,
         patch_steps=args.patch_steps, steps=args.steps, batch_size=args.batch_size,
         patches_per_head=args.patches_per_head, pool=args.pool,
-        learning_rate=args.learning_rate, seed=args.seed,
+        learning_rate=args.learning_rate, seed=args.seed, activation=args.activation,
+        output_bias=args.output_bias,
+        init_from=str(args.init_from) if args.init_from else None,
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )
     from .card import write_model

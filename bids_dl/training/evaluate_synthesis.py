@@ -88,3 +88,46 @@ def evaluate_pairs(synthesise: Synthesiser, labels_dir: Path, cases: int = 3) ->
             scores.setdefault("FLAIR_lesion_to_wm_contrast", []).append(contrast)
     return {"cases": cases, "label_maps": sorted(set(names)),
             **{name: round(float(np.mean(values)), 4) for name, values in scores.items()}}
+
+
+def tissue_split(t1w: np.ndarray, brain: np.ndarray) -> dict[str, np.ndarray]:
+    """CSF, GM and WM masks of a T1w inside ``brain`` by intensity level (2nd-98th percentile
+    in the brain scaled to 0-1: CSF < 0.3, GM 0.45-0.65, WM > 0.85; the uncertain levels
+    between are left out)."""
+    low, high = np.percentile(t1w[brain], (2, 98))
+    level = (t1w - low) / max(high - low, 1e-6)
+    return {"csf": brain & (level < 0.3), "gm": brain & (level > 0.45) & (level < 0.65),
+            "wm": brain & (level > 0.85)}
+
+
+def colin27_synthesis(folder: Path, device: str = "cpu") -> dict:
+    """Real Colin27 T1w (held out) -> FLAIR, T2w, CT through the shipped path (files in
+    ``folder``): median FLAIR and T2w per tissue (relative to WM = 1), CT median of brain
+    tissue and 99th percentile outside the brain (HU), and whether the orderings hold
+    (FLAIR: CSF < WM < GM; T2w: WM < GM < CSF; CT: brain 20-45 HU, skull > 500 HU)."""
+    import nibabel as nib
+
+    from ..models.brain_extraction import extract_brain
+    from ..models.contrast_synthesis import synthesize
+    from .evaluate import colin27_head
+
+    head = colin27_head()
+    path = Path(folder) / "colin27_T1w.nii.gz"
+    nib.save(head, str(path))
+    brain = np.asarray(extract_brain(path, device=device).mask.dataobj) > 0
+    result = synthesize(path, TARGETS, device=device, brain_mask=None)
+    tissues = tissue_split(np.asarray(head.dataobj, np.float32), brain)
+    out: dict = {}
+    for target in ("FLAIR", "T2w"):
+        data = np.asarray(result.images[target].dataobj, np.float32)
+        medians = {name: float(np.median(data[mask])) for name, mask in tissues.items()}
+        out[target] = {name: round(value / medians["wm"], 3) for name, value in medians.items()}
+    ct = np.asarray(result.images["CT"].dataobj, np.float32)
+    out["CT"] = {"brain_median_hu": round(float(np.median(ct[brain & ~tissues["csf"]])), 1),
+                 "outside_brain_p99_hu": round(float(np.percentile(ct[~brain], 99)), 1)}
+    out["orderings_hold"] = {
+        "FLAIR": out["FLAIR"]["csf"] < out["FLAIR"]["wm"] < out["FLAIR"]["gm"],
+        "T2w": out["T2w"]["wm"] < out["T2w"]["gm"] < out["T2w"]["csf"],
+        "CT": 20 <= out["CT"]["brain_median_hu"] <= 45 and out["CT"]["outside_brain_p99_hu"]
+        > 500}
+    return out

@@ -37,6 +37,9 @@ class Recipe:
     seed: int = 0
     loss: str = "soft Dice + binary cross-entropy"
     optimizer: str = "Adam"
+    activation: str = "relu"  # of the U-Net blocks (leaky_relu: no dying units)
+    output_bias: float = 0.0  # initial bias of the output layer
+    init_from: str | None = None  # a .keras whose weights start the run (output layer fresh)
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -69,13 +72,33 @@ def architecture(recipe: Recipe) -> dict:
     """:func:`bids_dl.models.unet.build_unet` arguments of ``recipe``'s model."""
     return {"filters": recipe.filters, "groups": recipe.groups, "dropout": recipe.dropout,
             "in_channels": IN_CHANNELS[recipe.task], "out_channels": OUT_CHANNELS[recipe.task],
-            "final_activation": FINAL_ACTIVATION[recipe.task]}
+            "final_activation": FINAL_ACTIVATION[recipe.task], "activation": recipe.activation,
+            "output_bias": recipe.output_bias}
 
 
 def _build(recipe: Recipe, data_format: str):
     from ..models.unet import build_unet
 
     return build_unet(data_format=data_format, **architecture(recipe))
+
+
+def initialise_from(model, path: Path) -> int:
+    """Copy the weights of the ``.keras`` at ``path`` into ``model``, layer by layer by name,
+    except the output layer (kept fresh: a restarted head); returns the layers copied. The
+    block activations may differ (e.g. a ReLU run continued with leaky ReLUs)."""
+    import keras
+
+    source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    copied = 0
+    for layer in model.layers:
+        if layer.name == "output" or not layer.weights:
+            continue
+        weights = source.get_layer(layer.name).get_weights()
+        if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+            raise ValueError(f"{path}: layer {layer.name} does not match the recipe's model")
+        layer.set_weights(weights)
+        copied += 1
+    return copied
 
 
 def make_heads(task: str, maps: list, patch: int | None):
@@ -110,9 +133,10 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
     keras.utils.set_random_seed(recipe.seed)
     if state_path.exists() and checkpoint.exists():
         state = json.loads(state_path.read_text())
-        if _without_lengths(state["recipe"]) != _without_lengths(_jsonable(recipe)):
+        stored = {**_jsonable(Recipe()), **state["recipe"]}  # fields added since: defaults
+        if _without_lengths(stored) != _without_lengths(_jsonable(recipe)):
             raise ValueError(f"{work_dir}: holds a run with another recipe; use a new work dir")
-        if state["step"] > recipe.patch_steps and state["recipe"]["patch_steps"] != (
+        if state["step"] > recipe.patch_steps and stored["patch_steps"] != (
                 recipe.patch_steps):
             raise ValueError(f"{work_dir}: the patch phase is over; --patch-steps cannot change")
         model = keras.models.load_model(checkpoint, compile=True)
@@ -120,6 +144,9 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         print(f"resuming at step {start} of {recipe.total_steps}", flush=True)
     else:
         model = _build(recipe, "channels_first")
+        if recipe.init_from:
+            copied = initialise_from(model, Path(recipe.init_from))
+            print(f"initialised {copied} layers from {recipe.init_from}", flush=True)
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
                       loss=losses.LOSSES[recipe.task])
     progress = keras.utils.Progbar(recipe.total_steps, verbose=verbose,
@@ -132,12 +159,12 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         pooled = bool(recipe.pool and patch)
         heads = make_heads(recipe.task, maps, None if pooled else patch)
         if pooled:
-            if recipe.task != "lesion-segmentation":
-                raise ValueError("--pool: only lesion segmentation trains from a pool")
+            if recipe.task == "brain-extraction":
+                raise ValueError("--pool: brain extraction trains from fresh heads")
             from .pool import PatchPool
 
             heads = PatchPool(heads, work_dir / "pool", recipe.pool, recipe.seed, patch,
-                              heads.config.p_patch_on_lesion, workers=max(workers, 1))
+                              workers=max(workers, 1))
         stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
                              recipe.batch_size, workers,
                              patches_per_head=recipe.patches_per_head if patch and not pooled

@@ -1,0 +1,120 @@
+"""Accuracy of the contrast-synthesis model: held-out synthetic heads (SSIM and PSNR inside
+the brain for FLAIR and T2w, CT MAE over the head, lesion contrast on the synthetic FLAIR),
+the real Colin27 T1w (tissue orderings, HU), and lesion segmentation on a synthetic FLAIR +
+T1w against the acquired FLAIR + T1w (needs the lesion model too).
+
+    python benchmarks/synthesis_accuracy.py [--labels .cache/labels] [--cases 4]
+        [--model-dir DIR] [--write-card] [--from-card]
+
+``--model-dir``: a folder with the synthesis model (and the brain-extraction and lesion
+models, or they come from the package). ``--write-card`` stores the metrics in the
+synthesis model's card (its sha256 stays valid: the card is not hashed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TARGETS = {"FLAIR_ssim_brain": "≥ 0.90", "FLAIR_psnr_db_brain": "≥ 28",
+           "T2w_ssim_brain": "≥ 0.90", "T2w_psnr_db_brain": "≥ 28", "CT_mae_hu_head": "≤ 60",
+           "FLAIR_lesion_to_wm_contrast": "> 1.2", "lesion_dice_ratio": "≥ 0.8"}
+
+
+def measure(labels_dir: Path, cases: int, entry) -> dict:
+    import numpy as np
+
+    from bids_dl.models.contrast_synthesis import synthesize
+    from bids_dl.models.lesion_segmentation import segment_lesions
+    from bids_dl.models.registry import available
+    from bids_dl.training import evaluate_lesions, evaluate_synthesis
+    from bids_dl.training.card import evaluate_synthesis_model
+
+    metrics = {"synthetic_heldout": evaluate_synthesis_model(entry.weights_path, labels_dir,
+                                                              cases)}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            metrics["colin27"] = evaluate_synthesis.colin27_synthesis(Path(tmp))
+        except FileNotFoundError as error:
+            metrics["colin27"] = f"not measured: {error}"
+    if available("lesion-segmentation"):
+        def segment(flair, t1w):
+            return np.asarray(segment_lesions(flair, t1w).mask.dataobj) > 0
+
+        def synthesise_flair(path):
+            return synthesize(path, ("FLAIR",), device="cpu").images["FLAIR"]
+
+        metrics["lesions_on_synthetic_flair"] = evaluate_lesions.synthetic_flair_dice_ratio(
+            segment, synthesise_flair, labels_dir, max(2, cases // 2))
+    else:
+        metrics["lesions_on_synthetic_flair"] = "not measured: no lesion model"
+    return metrics
+
+
+def table(metrics: dict) -> str:
+    held = metrics["synthetic_heldout"]
+    lines = ["| test | value | target |", "|---|---|---|"]
+    for key, target in TARGETS.items():
+        if key in held:
+            lines.append(f"| held-out synthetic ({held['cases']} heads): {key} | "
+                         f"{held[key]:.3f} | {target} |")
+    lesions = metrics.get("lesions_on_synthetic_flair")
+    if isinstance(lesions, dict):
+        lines.append(f"| lesion Dice, synthetic FLAIR + T1w / acquired FLAIR + T1w "
+                     f"({lesions['cases']} heads) | {lesions['dice_synthetic_flair']:.3f} / "
+                     f"{lesions['dice_acquired_flair']:.3f} = {lesions['ratio']} | "
+                     f"{TARGETS['lesion_dice_ratio']} |")
+    colin = metrics.get("colin27")
+    if isinstance(colin, dict):
+        for target in ("FLAIR", "T2w"):
+            values = colin[target]
+            lines.append(f"| Colin27 {target} CSF / GM / WM (WM = 1) | {values['csf']:.2f} / "
+                         f"{values['gm']:.2f} / {values['wm']:.2f} | ordering holds: "
+                         f"{colin['orderings_hold'][target]} |")
+        lines.append(f"| Colin27 CT brain median / outside-brain 99th percentile (HU) | "
+                     f"{colin['CT']['brain_median_hu']:.0f} / "
+                     f"{colin['CT']['outside_brain_p99_hu']:.0f} | 20-45 / > 500: "
+                     f"{colin['orderings_hold']['CT']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--labels", type=Path, default=ROOT / ".cache" / "labels")
+    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--write-card", action="store_true")
+    parser.add_argument("--from-card", action="store_true")
+    args = parser.parse_args()
+    if args.model_dir:
+        os.environ["BIDS_DL_MODEL_DIR"] = str(args.model_dir.resolve())
+    from bids_dl.models.registry import get_entry
+
+    entry = get_entry("contrast-synthesis")
+    if args.from_card:
+        metrics = entry.read_card()["metrics"]
+    else:
+        metrics = measure(args.labels, args.cases, entry)
+        if args.write_card:
+            card = entry.read_card()
+            card["metrics"] = metrics
+            card["metrics_measured_with"] = ("KERAS_BACKEND=tensorflow, CPU "
+                                             "(benchmarks/synthesis_accuracy.py)")
+            from bids_dl.utils.io import atomic_path
+
+            with atomic_path(entry.card_path) as tmp:
+                Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
+    print(table(metrics))
+
+
+if __name__ == "__main__":
+    main()

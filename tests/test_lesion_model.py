@@ -1,0 +1,42 @@
+"""The shipped lesion-segmentation model on held-out synthetic heads (the jhu189 anatomy,
+never used in training; seeds of the evaluation) through the whole inference path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bids_dl.models.registry import available
+
+pytestmark = pytest.mark.skipif(not available("lesion-segmentation"),
+                                reason="no trained lesion-segmentation model is installed")
+
+#: Floors under the shipped (experimental) model's values on this head (Dice 0.36 with FLAIR +
+#: T1w, 0.32 with FLAIR alone, lesion-wise sensitivity 0.4 for both; 0.93 ml found in the
+#: lesion-free head), so a regression of the model or of the inference path fails; the
+#: issue's targets (Dice 0.75, sensitivity 0.9, 0.5 ml) are in benchmarks/lesion_accuracy.py.
+FLOORS = {"FLAIR+T1w": 0.25, "FLAIR": 0.2}
+MIN_SENSITIVITY = 0.3
+MAX_LESION_FREE_ML = 2.0
+
+
+def _segment(flair, t1w):
+    from bids_dl.models.lesion_segmentation import segment_lesions
+
+    return np.asarray(segment_lesions(flair, t1w, device="cpu").mask.dataobj) > 0
+
+
+def test_lesions_found_on_a_held_out_head(labels_dir):
+    from bids_dl.training.evaluate_lesions import synthetic_lesions
+
+    result = synthetic_lesions(_segment, labels_dir, cases=1, modes=tuple(FLOORS))
+    for mode, floor in FLOORS.items():
+        assert result[mode]["dice"] >= floor, result
+        assert result[mode]["sensitivity_ge_100mm3"] >= MIN_SENSITIVITY, result
+
+
+def test_little_found_on_a_lesion_free_head(labels_dir):
+    from bids_dl.training.evaluate_lesions import lesion_free
+
+    result = lesion_free(_segment, labels_dir, cases=1)
+    assert result["max_false_positive_ml"] <= MAX_LESION_FREE_ML, result
