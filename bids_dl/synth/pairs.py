@@ -9,8 +9,8 @@ of each parameter range of :data:`~bids_dl.synth.physics.SEQUENCES`) on the sour
 white-matter scale (white matter = 1) and its reference CT (the middle of each tissue's HU
 range) in Hounsfield units / 1000, all without bias or noise: the model learns one
 well-defined image per target. The head's own tissue T1, T2 and PD (jittered around the
-literature values) are shared by the source and the targets. Every tissue shares one microtexture field across the
-contrasts, so texture is paired too.
+literature values) are shared by the source and the targets. Every tissue shares one
+microtexture field across the contrasts, so texture is paired too.
 """
 
 from __future__ import annotations
