@@ -121,13 +121,17 @@ def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
     periventricular_mm = max(PERIVENTRICULAR_MM, zooms.max())
     juxtacortical_mm = max(JUXTACORTICAL_MM, zooms.max())
     margin = np.ceil(max(periventricular_mm, juxtacortical_mm) / zooms).astype(int) + 1
-    index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(np.ones_like(probability), labels, index)
-    centroids = ndimage.center_of_mass(np.ones_like(probability), labels, index)
-    peaks = ndimage.maximum(probability, labels, index)
-    means = ndimage.mean(probability, labels, index)
-    locations = []
+    sizes, centroids, peaks, means, locations = [], [], [], [], []
     for number, box in enumerate(ndimage.find_objects(labels), start=1):
+        # per-lesion measures inside the lesion's own box (whole-volume ndimage measurements
+        # over the label image cost ~2 s for a 1 mm head)
+        inside = labels[box] == number
+        values = probability[box][inside]
+        start = np.array([s.start for s in box], float)
+        sizes.append(float(inside.sum()))
+        centroids.append(np.argwhere(inside).mean(0) + start)
+        peaks.append(float(values.max()))
+        means.append(float(values.mean()))
         grown = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
                       for s, m, n in zip(box, margin, mask.shape))
         own = labels[grown] == number
@@ -140,6 +144,7 @@ def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
             locations.append("juxtacortical")
         else:
             locations.append("deep")
+    sizes = np.array(sizes)
     order = np.argsort(-sizes, kind="stable")
     rows = []
     for rank, i in enumerate(order, start=1):
