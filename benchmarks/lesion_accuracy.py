@@ -11,8 +11,6 @@ stays valid: the card is not hashed); ``--from-card`` prints the stored ones.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGETS = {"dice": "≥ 0.75", "sensitivity_ge_100mm3": "≥ 0.9", "f1": "≥ 0.8"}
 
 
-def measure(labels_dir: Path, cases: int) -> dict:
+def measure(labels_dir: Path, cases: int, entry=None) -> dict:
     import numpy as np
 
     from bids_dl.models.lesion_segmentation import segment_lesions
@@ -59,32 +57,9 @@ def table(metrics: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--labels", type=Path, default=ROOT / ".cache" / "labels")
-    parser.add_argument("--cases", type=int, default=3)
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--write-card", action="store_true")
-    parser.add_argument("--from-card", action="store_true")
-    args = parser.parse_args()
-    if args.model_dir:
-        os.environ["BIDS_DL_MODEL_DIR"] = str(args.model_dir.resolve())
-    from bids_dl.models.registry import get_entry
+    from benchmarks.card_metrics import run
 
-    entry = get_entry("lesion-segmentation")
-    if args.from_card:
-        metrics = entry.read_card()["metrics"]
-    else:
-        metrics = measure(args.labels, args.cases)
-        if args.write_card:
-            card = entry.read_card()
-            card["metrics"] = metrics
-            card["metrics_measured_with"] = ("KERAS_BACKEND=tensorflow, CPU "
-                                             "(benchmarks/lesion_accuracy.py)")
-            from bids_dl.utils.io import atomic_path
-
-            with atomic_path(entry.card_path) as tmp:
-                Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
-    print(table(metrics))
+    run("lesion-segmentation", __doc__.split("\n")[0], measure, table, 3, "benchmarks/lesion_accuracy.py")
 
 
 if __name__ == "__main__":

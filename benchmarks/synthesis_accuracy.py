@@ -13,8 +13,6 @@ synthesis model's card (its sha256 stays valid: the card is not hashed).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -88,32 +86,9 @@ def table(metrics: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--labels", type=Path, default=ROOT / ".cache" / "labels")
-    parser.add_argument("--cases", type=int, default=4)
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--write-card", action="store_true")
-    parser.add_argument("--from-card", action="store_true")
-    args = parser.parse_args()
-    if args.model_dir:
-        os.environ["BIDS_DL_MODEL_DIR"] = str(args.model_dir.resolve())
-    from bids_dl.models.registry import get_entry
+    from benchmarks.card_metrics import run
 
-    entry = get_entry("contrast-synthesis")
-    if args.from_card:
-        metrics = entry.read_card()["metrics"]
-    else:
-        metrics = measure(args.labels, args.cases, entry)
-        if args.write_card:
-            card = entry.read_card()
-            card["metrics"] = metrics
-            card["metrics_measured_with"] = ("KERAS_BACKEND=tensorflow, CPU "
-                                             "(benchmarks/synthesis_accuracy.py)")
-            from bids_dl.utils.io import atomic_path
-
-            with atomic_path(entry.card_path) as tmp:
-                Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
-    print(table(metrics))
+    run("contrast-synthesis", __doc__.split("\n")[0], measure, table, 4, "benchmarks/synthesis_accuracy.py")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="patches cut from one rendered head (lesion segmentation)")
         sub.add_argument("--pool", type=int, default=defaults.pool, metavar="N",
                          help="render N whole heads once and cut every patch from them "
-                              "(lesion segmentation on few CPU cores; 0: a fresh head per "
-                              "patch pair)")
+                              "(lesions or synthesis on few CPU cores; 0: a fresh head "
+                              "per patch pair)")
         sub.add_argument("--filters", default=",".join(map(str, defaults.filters)))
         sub.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
         sub.add_argument("--seed", type=int, default=defaults.seed)

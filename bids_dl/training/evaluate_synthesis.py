@@ -114,8 +114,11 @@ def colin27_synthesis(folder: Path, device: str = "cpu") -> dict:
     head = colin27_head()
     path = Path(folder) / "colin27_T1w.nii.gz"
     nib.save(head, str(path))
-    brain = np.asarray(extract_brain(path, device=device).mask.dataobj) > 0
-    result = synthesize(path, TARGETS, device=device, brain_mask=None)
+    mask = extract_brain(path, device=device).mask
+    mask_path = Path(folder) / "colin27_mask.nii.gz"
+    nib.save(mask, str(mask_path))
+    brain = np.asarray(mask.dataobj) > 0
+    result = synthesize(path, TARGETS, device=device, brain_mask=mask_path)  # mask made once
     tissues = tissue_split(np.asarray(head.dataobj, np.float32), brain)
     out: dict = {}
     for target in ("FLAIR", "T2w"):

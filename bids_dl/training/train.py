@@ -31,7 +31,7 @@ class Recipe:
     steps: int = 1100
     batch_size: int = 1
     patches_per_head: int = 1  # patches cut from one rendered head (lesion generator)
-    pool: int = 0  # > 0: cut the patches from this many pre-rendered heads (lesions, CPU)
+    pool: int = 0  # > 0: cut the patches from this many pre-rendered heads (few CPU cores)
     learning_rate: float = 1e-3
     final_learning_rate: float = 5e-5
     seed: int = 0
