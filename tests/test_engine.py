@@ -119,3 +119,30 @@ def test_tiled_prediction_matches_whole_volume_for_a_local_model():
     inner = (slice(2, -2),) * 3
     assert tiled.shape == whole.shape == (40, 48, 40, 3)
     assert np.abs(tiled[inner] - whole[inner]).max() < 0.02
+
+
+def test_tiles_cover_only_the_box_of_where():
+    """With ``where``, tiles cover its bounding box only (2 per axis for a 28-voxel box of
+    16-voxel tiles at 5 % overlap), the result matches the whole-volume one inside it and is
+    0 outside."""
+    import keras
+
+    from bids_dl.models.engine import GridSpec, InferenceEngine
+
+    inputs = keras.Input((None, None, None, 1))
+    outputs = keras.layers.Conv3D(1, 3, padding="same", activation="sigmoid")(inputs)
+    engine = InferenceEngine(keras.Model(inputs, outputs), GridSpec((48, 48, 48), 1.5))
+    grid = np.random.default_rng(1).random((48, 48, 48, 1), dtype=np.float32)
+    where = np.zeros((48, 48, 48), bool)
+    where[10:38, 12:40, 8:36] = True
+    tiles = []
+    predict = engine.predict_channels
+    engine.predict_channels = lambda part: tiles.append(part.shape) or predict(part)
+    tiled = engine.predict_tiled(grid, tile=16, overlap=0.05, where=where)
+    whole = predict(grid)
+    assert len(tiles) == 8 and all(shape[:3] == (16, 16, 16) for shape in tiles)
+    inner = (slice(11, 37), slice(13, 39), slice(9, 35))
+    assert np.abs(tiled[inner] - whole[inner]).max() < 0.02
+    outside = np.ones(where.shape, bool)
+    outside[10:38, 12:40, 8:36] = False
+    assert not tiled[outside].any()

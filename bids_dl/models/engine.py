@@ -89,18 +89,32 @@ class InferenceEngine:
     def predict_tiled(self, grid_channels: np.ndarray, tile: int, overlap: float = 0.25,
                       where: np.ndarray | None = None) -> np.ndarray:
         """Model output ``(x, y, z, outputs)`` from cubic ``tile``-voxel tiles of
-        ``grid_channels`` (``(x, y, z, inputs)``) overlapping by about ``overlap``, blended
-        with weights that fall towards each tile's faces (for models trained on patches of
-        that size: the same normalisation statistics; also the low-memory path). With
-        ``where`` (boolean, grid shape), tiles without a voxel of it are skipped (output 0)."""
+        ``grid_channels`` (``(x, y, z, inputs)``) overlapping by at least ``overlap`` of a
+        tile, blended with weights that fall towards each tile's faces (for models trained
+        on patches of that size: the same normalisation statistics; also the low-memory
+        path). With ``where`` (boolean, grid shape), tiles cover only its bounding box
+        (grown to a tile where smaller) and tiles without a voxel of it are skipped:
+        elsewhere the output is 0."""
         shape = grid_channels.shape[:3]
+        low, high = np.zeros(3, int), np.array(shape)
+        if where is not None:
+            if not where.any():
+                return np.zeros((*shape, self.model.outputs[0].shape[-1]), np.float32)
+            found = np.argwhere(where)
+            low, high = found.min(0), found.max(0) + 1
+            grow = np.maximum(tile - (high - low), 0)  # a box smaller than a tile: grow it
+            low = np.clip(low - grow // 2, 0, None)
+            high = np.minimum(np.maximum(high, low + tile), shape)
+            low = np.maximum(np.minimum(low, high - tile), 0)
         starts = []
-        for size in shape:
+        for first, last in zip(low, high):
+            size = int(last - first)
             if size <= tile:
-                starts.append([0])
+                starts.append([int(first)])
                 continue
             count = int(np.ceil((size - tile) / (tile * (1 - overlap)))) + 1
-            starts.append(sorted({int(round(v)) for v in np.linspace(0, size - tile, count)}))
+            starts.append(sorted({int(first) + int(round(v))
+                                  for v in np.linspace(0, size - tile, count)}))
         ramp = np.minimum(np.arange(tile) + 0.5, tile - 0.5 - np.arange(tile)) / (tile / 2)
         ramp = np.clip(ramp, 0.0, 1.0).astype(np.float32) ** 2  # ~0 at the faces
         window = ramp[:, None, None] * ramp[None, :, None] * ramp[None, None, :]

@@ -37,6 +37,9 @@ TASK = "lesion-segmentation"
 THRESHOLD = 0.5
 MIN_LESION_MM3 = 10.0
 TILE = 64  # the model was trained on 64³ patches of the 1.5 mm grid: it runs on such tiles
+TILE_OVERLAP = 0.05  # tiles over the brain's box overlap by >= 4 voxels: 2 per axis for
+# brains up to 186 mm long (8 tiles instead of 12 at 0.25 over the whole grid; held-out Dice
+# within the spread that moving the tiles alone gives)
 PERIVENTRICULAR_MM = 3.0  # a lesion this close to the ventricles is periventricular
 JUXTACORTICAL_MM = 1.5  # ... this close to the cortex, juxtacortical (at least one voxel:
 # on thick slices, touching through the slices is one slice thickness away)
@@ -253,7 +256,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     timings["resample_in"] = time.perf_counter() - tic
     tic = time.perf_counter()
     search = ndimage.binary_dilation(grid_brain, iterations=2)
-    outputs = engine.predict_tiled(np.stack(channels, axis=-1), TILE, where=search)
+    outputs = engine.predict_tiled(np.stack(channels, axis=-1), TILE, TILE_OVERLAP,
+                                   where=search)
     timings["predict"] = time.perf_counter() - tic
     tic = time.perf_counter()
     outputs[..., 0] *= search
