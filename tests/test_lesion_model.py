@@ -21,9 +21,24 @@ MAX_LESION_FREE_ML = 2.0
 
 
 def _segment(flair, t1w):
-    from bids_dl.models.lesion_segmentation import segment_lesions
+    """The mask of the shipped path, checked to be the card's calibrated threshold applied
+    to the probability map (small components removed)."""
+    from bids_dl.models.lesion_segmentation import (
+        MIN_LESION_MM3,
+        THRESHOLD,
+        remove_small,
+        segment_lesions,
+    )
+    from bids_dl.models.registry import get_entry
 
-    return np.asarray(segment_lesions(flair, t1w, device="cpu").mask.dataobj) > 0
+    result = segment_lesions(flair, t1w, device="cpu")
+    threshold = get_entry("lesion-segmentation").read_card().get("threshold", THRESHOLD)
+    assert result.threshold == threshold
+    probability = np.asarray(result.probseg.dataobj)
+    expected = remove_small(probability > threshold, result.mask.affine, MIN_LESION_MM3)
+    mask = np.asarray(result.mask.dataobj) > 0
+    assert np.array_equal(mask, expected)
+    return mask
 
 
 def test_lesions_found_on_a_held_out_head(labels_dir):

@@ -3,6 +3,7 @@ location classes, session pairing, the pairing check, and the derivative names."
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -92,3 +93,37 @@ def test_flair_and_t1w_of_different_participants_are_refused():
         check_pair("/d/sub-01_FLAIR.nii.gz", "/d/sub-02_T1w.nii.gz")
     check_pair("/d/sub-01_ses-1_FLAIR.nii.gz", "/d/sub-01_ses-2_T1w.nii.gz")
     check_pair("/d/flair.nii.gz", "/d/t1.nii.gz")
+
+
+def test_threshold_calibration_picks_the_best_dice_on_validation_heads(labels_dir,
+                                                                       monkeypatch):
+    """With probabilities 0.6 in the true lesions and 0.4 in a 2-voxel ring around them, any
+    threshold in [0.4, 0.6) is perfect, lower ones take the ring in, higher ones find
+    nothing: the calibration picks the highest perfect one (0.55) from training anatomies."""
+    from scipy import ndimage
+
+    from bids_dl.training import calibrate_lesions
+
+    truths = []
+    render = calibrate_lesions.render_case
+
+    def recording(*args, **kwargs):
+        out = render(*args, **kwargs)
+        truths.append(out[2].astype(bool))
+        return out
+
+    def probability(flair, t1w):
+        assert nib.load(flair).shape == nib.load(t1w).shape
+        truth = truths[-1]
+        ring = ndimage.binary_dilation(truth, iterations=2) & ~truth
+        return np.where(truth, 0.6, np.where(ring, 0.4, 0.0)).astype(np.float32)
+
+    monkeypatch.setattr(calibrate_lesions, "render_case", recording)
+    result = calibrate_lesions.calibrate_threshold(probability, labels_dir, cases=1)
+    rows = {row["threshold"]: row for row in result["per_threshold"]}
+    assert result["threshold"] == 0.55
+    assert rows[0.4]["dice"] == rows[0.55]["dice"] == 1.0
+    assert rows[0.35]["dice"] < 0.9 and rows[0.6]["dice"] == 0.0
+    assert all(row["lesion_free_ml"] == 0.0 for row in rows.values())
+    assert all(not name.startswith("jhu189") for name in result["label_maps"])
+    assert len(truths) == 2 and not truths[1].any()  # the second head is lesion-free

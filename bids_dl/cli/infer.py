@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     lesions.add_argument("out_prefix", metavar="OUT_PREFIX", help="prefix of the output files")
     lesions.add_argument("--device", choices=DEVICES, default="auto",
                          help="where the CNNs run (default: a GPU when there is one)")
-    lesions.add_argument("--threshold", type=float, default=0.5,
-                         help="probability above which a voxel is lesion (default 0.5)")
+    lesions.add_argument("--threshold", type=float, default=None,
+                         help="probability above which a voxel is lesion (default: the "
+                         "threshold calibrated in the model card, 0.5 without one)")
     lesions.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     synthesis = tasks.add_parser(
         "contrast-synthesis",

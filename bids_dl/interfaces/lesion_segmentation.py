@@ -21,8 +21,8 @@ class _LesionSegmentationInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, desc="brain mask of the reference image (FLAIR, else T1w), "
                                         "when the brain-extraction task made one")
     device = traits.Enum("auto", "cpu", "gpu", usedefault=True, desc="where the CNNs run")
-    threshold = traits.Range(low=0.0, high=1.0, value=0.5, usedefault=True,
-                             desc="probability above which a voxel is lesion")
+    threshold = traits.Range(low=0.0, high=1.0, desc="probability above which a voxel is "
+                             "lesion (default: the model card's calibrated threshold)")
     num_threads = traits.Int(1, usedefault=True, desc="CPU threads for the CNNs")
     model_id = traits.Str(desc="name and sha256 of the model (a new model reruns the node)")
     synthetic = traits.List(traits.Str, desc="inputs that are synthetic (e.g. ['FLAIR'])")
@@ -54,14 +54,15 @@ class LesionSegmentation(SimpleInterface):
         flair = self.inputs.flair if isdefined(self.inputs.flair) else None
         t1w = self.inputs.t1w if isdefined(self.inputs.t1w) else None
         brain_mask = self.inputs.brain_mask if isdefined(self.inputs.brain_mask) else None
+        threshold = self.inputs.threshold if isdefined(self.inputs.threshold) else None
         result = segment_lesions(flair, t1w, device=self.inputs.device,
-                                 threshold=self.inputs.threshold, brain_mask=brain_mask)
+                                 threshold=threshold, brain_mask=brain_mask)
         mask, probseg, table = result.write(Path(runtime.cwd) / "lesion")
         self._results.update(
             reference=flair or t1w, out_mask=str(mask), out_probseg=str(probseg),
             out_table=str(table),
             metadata={"Model": result.model, "Device": result.device,
-                      "Threshold": self.inputs.threshold,
+                      "Threshold": result.threshold,
                       "Inputs": sorted(result.inputs), "Registration": result.registration,
                       **({"SyntheticInputs": list(self.inputs.synthetic)}
                          if isdefined(self.inputs.synthetic) and self.inputs.synthetic else {}),

@@ -34,7 +34,7 @@ from .engine import GridSpec, InferenceEngine, brain_grid
 from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 
 TASK = "lesion-segmentation"
-THRESHOLD = 0.5
+THRESHOLD = 0.5  # without a calibrated threshold in the model card
 MIN_LESION_MM3 = 10.0
 TILE = 64  # the model was trained on 64³ patches of the 1.5 mm grid: it runs on such tiles
 TILE_OVERLAP = 0.05  # tiles over the brain's box overlap by >= 4 voxels: 2 per axis for
@@ -53,7 +53,7 @@ _SUBJECT = re.compile(r"(?:^|_)sub-([A-Za-z0-9]+)")
 class LesionResult:
     """Outputs on the reference grid (the FLAIR's, or the T1w's when alone): ``mask``
     (uint8), ``probseg`` (0-1), ``lesions`` (table rows), ``measures``, the inputs used, the
-    T1w-to-FLAIR registration (4x4, RAS mm) and warnings."""
+    T1w-to-FLAIR registration (4x4, RAS mm), the threshold used and warnings."""
 
     mask: nib.Nifti1Image
     probseg: nib.Nifti1Image
@@ -63,6 +63,7 @@ class LesionResult:
     registration: list[list[float]] | None
     device: str
     model: dict
+    threshold: float = THRESHOLD
     warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
 
@@ -200,10 +201,12 @@ def _thickest_slice(image: nib.Nifti1Image) -> float:
 
 def segment_lesions(flair: str | os.PathLike | None = None,
                     t1w: str | os.PathLike | None = None, device: str = "auto",
-                    threshold: float = THRESHOLD, model=None,
+                    threshold: float | None = None, model=None,
                     brain_mask: str | os.PathLike | None = None) -> LesionResult:
     """Segment white-matter lesions; at least one of ``flair`` and ``t1w``; ``model``: a
     Keras model to use instead of the shipped one (evaluation of a candidate);
+    ``threshold``: lesion probability cut-off (default: the card's calibrated ``threshold``,
+    else 0.5);
     ``brain_mask``: the reference image's brain mask when already known (e.g. from the
     brain-extraction task of the same run; same grid as the reference), else the
     brain-extraction model makes it. Raises :class:`InputImageError` for unusable input
@@ -241,6 +244,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     brain = reference_brain(ref_image, brain_mask)
     timings["brain_mask"] = time.perf_counter() - tic
     model, card = model_or_shipped(TASK, model)
+    if threshold is None:
+        threshold = float(card.get("threshold", THRESHOLD))
     used = device_in_use(device)
     engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
     tic = time.perf_counter()
@@ -281,4 +286,4 @@ def segment_lesions(flair: str | os.PathLike | None = None,
         registration=registration, device=used,
         model={"name": card.get("name", TASK), "version": card.get("version"),
                "sha256": card.get("sha256")},
-        warnings=warnings, timings=timings)
+        threshold=threshold, warnings=warnings, timings=timings)
