@@ -3,7 +3,8 @@ held-out jhu189 maps or Colin27) with lesions placed and rendered from seeds tha
 training nor the held-out evaluation uses.
 
 The model's probabilities are computed once per head (FLAIR + T1w, the whole inference path)
-and thresholded at each candidate; the threshold with the best mean voxel Dice is stored in
+and thresholded at each candidate; the highest threshold whose mean voxel Dice is within
+``DICE_TOLERANCE`` of the best (where Dice hardly changes: fewer false positives) is stored in
 the model card (``"threshold"``), which inference uses unless ``--threshold`` is given.
 
     python -m bids_dl.training.calibrate_lesions [--model-dir DIR] [--cases 3] [--write-card]
@@ -26,6 +27,7 @@ from .data import load_label_maps
 from .evaluate_lesions import lesion_metrics, render_case
 
 VALIDATION_SEED = 5_000  # render_case seeds of validation heads (held-out ones use 0-199)
+DICE_TOLERANCE = 0.01
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.2, 0.86, 0.05))
 #: ``(flair_path, t1w_path) -> lesion probability`` on the FLAIR's grid.
 ProbabilityFn = Callable[[str, str], np.ndarray]
@@ -34,8 +36,8 @@ ProbabilityFn = Callable[[str, str], np.ndarray]
 def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int = 3,
                         thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
     """Mean Dice, lesion-wise F1 and (on one lesion-free head) false-positive ml per
-    threshold over ``cases`` validation heads with 15-40 lesions; ``threshold``: the best
-    mean Dice (the higher threshold on a tie)."""
+    threshold over ``cases`` validation heads with 15-40 lesions; ``threshold``: the highest
+    one whose mean Dice is within ``DICE_TOLERANCE`` of the best."""
     from ..models.lesion_segmentation import MIN_LESION_MM3, remove_small
 
     maps, names = load_label_maps(labels_dir, "train")
@@ -62,11 +64,13 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
             dice[threshold].append(metrics["dice"])
             f1[threshold].append(metrics["f1"])
     mean_dice = {t: round(float(np.mean(v)), 4) for t, v in dice.items()}
-    best = max(thresholds, key=lambda t: (mean_dice[t], t))
+    top = max(mean_dice.values())
+    best = max(t for t in thresholds if mean_dice[t] >= top - DICE_TOLERANCE)
     return {"threshold": best, "cases": cases,
             "label_maps": sorted({names[(c * 5) % len(maps)] for c in range(cases + 1)}),
             "seeds": f"render_case seeds {VALIDATION_SEED}-{VALIDATION_SEED + cases}",
-            "criterion": "best mean voxel Dice, FLAIR + T1w",
+            "criterion": f"highest threshold with a mean voxel Dice (FLAIR + T1w) within "
+                         f"{DICE_TOLERANCE} of the best",
             "per_threshold": [{"threshold": t, "dice": mean_dice[t],
                                "f1": round(float(np.mean(f1[t])), 4),
                                "lesion_free_ml": free_ml.get(t)} for t in thresholds]}
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["per_threshold"]:
         print(f"| {row['threshold']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
               f"{row['lesion_free_ml']} |")
-    print(f"\nbest: {result['threshold']:.2f}")
+    print(f"\nchosen: {result['threshold']:.2f} ({result['criterion']})")
     if args.write_card:
         entry = get_entry("lesion-segmentation")
         card = entry.read_card()
