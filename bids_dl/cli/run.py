@@ -294,7 +294,9 @@ def run_workflow(opts, paths: Paths, selection, tasks, cards, nprocs: int,
         "monitoring": {"enabled": False},
     })
     nipype_logging.update_logging(config)
-    model_ids = {name: f"{name}:{card.get('sha256')}" for name, card in cards.items()}
+    # weights and calibrated threshold: a new model or a recalibrated card reruns the node
+    model_ids = {name: f"{name}:{card.get('sha256')}:{card.get('threshold', '')}"
+                 for name, card in cards.items()}
     workflow = init_bids_dl_wf(selection.images, tasks, paths.output_dir, paths.work_dir,
                                opts.device, omp_nthreads, model_ids)
     workflow.config["execution"]["crashdump_dir"] = str(paths.logs_dir)
