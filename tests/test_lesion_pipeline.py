@@ -95,8 +95,8 @@ def test_flair_and_t1w_of_different_participants_are_refused():
     check_pair("/d/flair.nii.gz", "/d/t1.nii.gz")
 
 
-def test_threshold_calibration_picks_the_best_dice_on_validation_heads(labels_dir,
-                                                                       monkeypatch):
+def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_dir,
+                                                                        monkeypatch):
     """With probabilities 0.6 in the true lesions and 0.4 in a 2-voxel ring around them, any
     threshold in [0.4, 0.6) is perfect, lower ones take the ring in, higher ones find
     nothing: the calibration picks the highest perfect one (0.55) from training anatomies."""

@@ -99,7 +99,7 @@ class InferenceEngine:
         low, high = np.zeros(3, int), np.array(shape)
         if where is not None:
             if not where.any():
-                return np.zeros((*shape, self.model.outputs[0].shape[-1]), np.float32)
+                return self._nothing(shape)
             found = np.argwhere(where)
             low, high = found.min(0), found.max(0) + 1
             grow = np.maximum(tile - (high - low), 0)  # a box smaller than a tile: grow it
@@ -132,8 +132,12 @@ class InferenceEngine:
                     total[box] += part * sub[..., None]
                     weights[box] += sub
         if total is None:  # nothing to predict
-            return np.zeros((*shape, self.model.outputs[0].shape[-1]), np.float32)
+            return self._nothing(shape)
         return total / np.maximum(weights, 1e-6)[..., None]
+
+    def _nothing(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The output where nothing is predicted: zeros ``(*shape, outputs)``."""
+        return np.zeros((*shape, self.model.outputs[0].shape[-1]), np.float32)
 
     def to_grid(self, data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray,
                 order: int = 1) -> np.ndarray:

@@ -44,8 +44,11 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
     dice = {t: [] for t in thresholds}
     f1 = {t: [] for t in thresholds}
     free_ml: dict[float, float] = {}
+    used = set()
     for case in range(cases + 1):
-        labels = maps[(case * 5) % len(maps)]  # spread over the template families
+        index = (case * 5) % len(maps)  # spread over the template families
+        labels = maps[index]
+        used.add(names[index])
         count = 0 if case == cases else 15 + (case * 11) % 26
         flair, t1w, truth, _ = render_case(labels, LesionAnatomy.from_labels(labels),
                                            VALIDATION_SEED + case, count)
@@ -67,7 +70,7 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
     top = max(mean_dice.values())
     best = max(t for t in thresholds if mean_dice[t] >= top - DICE_TOLERANCE)
     return {"threshold": best, "cases": cases,
-            "label_maps": sorted({names[(c * 5) % len(maps)] for c in range(cases + 1)}),
+            "label_maps": sorted(used),
             "seeds": f"render_case seeds {VALIDATION_SEED}-{VALIDATION_SEED + cases}",
             "criterion": f"highest threshold with a mean voxel Dice (FLAIR + T1w) within "
                          f"{DICE_TOLERANCE} of the best",
