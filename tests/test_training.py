@@ -102,6 +102,30 @@ def test_init_from_copies_every_layer_but_the_output(lesion_model_dir):
     with pytest.raises(ValueError, match="does not match"):
         initialise_from(_build(Recipe(task="lesion-segmentation", filters=(2, 8)),
                                "channels_first"), path)
+    tuned = _build(recipe, "channels_first")  # fine-tuning: the output layer copied too
+    assert initialise_from(tuned, path, include_output=True) == sum(
+        1 for layer in tuned.layers if layer.weights)
+    for mine, theirs in zip(tuned.get_layer("output").get_weights(),
+                            source.get_layer("output").get_weights()):
+        assert np.array_equal(mine, theirs)
+
+
+def test_time_limit_checkpoints_and_resumes(labels_dir, tmp_path):
+    """--time-limit 0 stops after the first step with a checkpoint; a rerun resumes there."""
+    from bids_dl.training import cli
+
+    work = tmp_path / "work"
+    args = ["brain-extraction", "--labels", str(labels_dir), "--work-dir", str(work),
+            "--patch", "16", "--patch-steps", "3", "--steps", "0", "--filters", "2,4",
+            "--no-evaluate", "--workers", "0", "--final-learning-rate", "2e-4"]
+    assert cli.main([*args, "--time-limit", "0"]) == 0
+    state = json.loads((work / "state.json").read_text())
+    assert state["step"] == 1 and (work / "checkpoint.keras").is_file()
+    assert state["recipe"]["final_learning_rate"] == 2e-4
+    assert not (work / "brain_extraction.keras").exists()
+    assert cli.main(args) == 0
+    assert json.loads((work / "state.json").read_text())["step"] == 3
+    assert (work / "brain_extraction.keras").is_file()
 
 
 def test_synthesis_training_and_evaluation(labels_dir, synthesis_model_dir):

@@ -91,12 +91,13 @@ def verify(entry: ModelEntry) -> dict:
 
 @lru_cache(maxsize=4)
 def load_model(name: str):
-    """The verified Keras model of task ``name`` (uncompiled, ``safe_mode=True``) and its card."""
-    import keras
+    """The verified Keras model of task ``name`` (uncompiled, ``safe_mode=True``, accurate
+    group normalisation: :mod:`bids_dl.models.layers`) and its card."""
+    from .layers import load_keras_model
 
     entry = get_entry(name)
     card = verify(entry)
-    model = keras.saving.load_model(entry.weights_path, compile=False, safe_mode=True)
+    model = load_keras_model(entry.weights_path)
     return model, card
 
 

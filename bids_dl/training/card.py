@@ -53,12 +53,11 @@ CARD_IO = {
 
 def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
     """Held-out metrics of a ``.keras`` file through the shipped inference engine."""
-    import keras
-
     from ..models.brain_extraction import brain_probability
+    from ..models.layers import load_keras_model
     from . import evaluate
 
-    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    model = load_keras_model(model_path)
 
     def segment(image):
         return brain_probability(image, model) > 0.5
@@ -75,13 +74,13 @@ def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
 
 def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
     """Held-out lesion metrics of a ``.keras`` file through the shipped inference path."""
-    import keras
     import numpy as np
 
+    from ..models.layers import load_keras_model
     from ..models.lesion_segmentation import segment_lesions
     from . import evaluate_lesions
 
-    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    model = load_keras_model(model_path)
 
     def segment(flair, t1w):
         result = segment_lesions(flair, t1w, model=model)
@@ -92,13 +91,13 @@ def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
 
 def evaluate_synthesis_model(model_path: Path, labels_dir: Path, cases: int = 3) -> dict:
     """Held-out synthesis metrics of a ``.keras`` file (tiles of the shipped engine)."""
-    import keras
     import numpy as np
 
     from ..models.engine import GridSpec, InferenceEngine
+    from ..models.layers import load_keras_model
     from . import evaluate_synthesis
 
-    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    model = load_keras_model(model_path)
     engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
 
     def synthesise(source: np.ndarray) -> np.ndarray:

@@ -66,10 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="initial bias of the output layer (a rare class's prior logit)")
         sub.add_argument("--init-from", type=Path, default=None, metavar="MODEL.keras",
                          help="start a new run from this model's weights (same filters; the "
-                              "output layer starts fresh)")
+                              "output layer starts fresh unless --init-output)")
+        sub.add_argument("--init-output", action="store_true",
+                         help="with --init-from: copy the output layer too (fine-tuning a "
+                              "model of the same task)")
+        sub.add_argument("--final-learning-rate", type=float,
+                         default=defaults.final_learning_rate,
+                         help="where the learning rate decays to at the last step")
         sub.add_argument("--workers", type=int, default=1, help="generator processes")
         sub.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                          help="checkpoint and stop at this step (resume later)")
+        sub.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                         help="checkpoint and stop after this many seconds (a job's wall-time "
+                              "limit; resume later)")
         sub.add_argument("--no-evaluate", action="store_true",
                          help="skip the held-out evaluation written into the card")
     return parser
@@ -82,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         task=args.task, filters=tuple(int(f) for f in args.filters.split(",")), patch=args.patch,
         patch_steps=args.patch_steps, steps=args.steps, batch_size=args.batch_size,
         patches_per_head=args.patches_per_head, pool=args.pool,
-        learning_rate=args.learning_rate, seed=args.seed, activation=args.activation,
+        learning_rate=args.learning_rate, final_learning_rate=args.final_learning_rate,
+        seed=args.seed, activation=args.activation,
         output_bias=args.output_bias,
         init_from=str(args.init_from) if args.init_from else None,
+        init_output=args.init_output,
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )
     from .card import write_model
@@ -93,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     tic = time.time()
     try:
         final = train(recipe, args.labels, args.work_dir, workers=args.workers,
-                      stop_after=args.stop_after)
+                      stop_after=args.stop_after, time_limit=args.time_limit)
     except (FileNotFoundError, ValueError) as error:
         print(f"bids-dl-train: error: {error}", file=sys.stderr)
         return 2
     if final is None:
-        print(f"stopped at step {args.stop_after}; run the same command again to resume")
+        print("stopped early (--stop-after or --time-limit); run the same command again to "
+              "resume")
         return 0
     out_dir = args.out_dir or args.work_dir
     card = write_model(final, out_dir, recipe, args.labels, args.work_dir,

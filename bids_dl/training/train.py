@@ -40,6 +40,7 @@ class Recipe:
     activation: str = "relu"  # of the U-Net blocks (leaky_relu: no dying units)
     output_bias: float = 0.0  # initial bias of the output layer
     init_from: str | None = None  # a .keras whose weights start the run (output layer fresh)
+    init_output: bool = False  # also copy init_from's output layer (fine-tuning one task)
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -82,16 +83,18 @@ def _build(recipe: Recipe, data_format: str):
     return build_unet(data_format=data_format, **architecture(recipe))
 
 
-def initialise_from(model, path: Path) -> int:
+def initialise_from(model, path: Path, include_output: bool = False) -> int:
     """Copy the weights of the ``.keras`` at ``path`` into ``model``, layer by layer by name,
-    except the output layer (kept fresh: a restarted head); returns the layers copied. The
-    block activations may differ (e.g. a ReLU run continued with leaky ReLUs)."""
+    except the output layer unless ``include_output`` (else kept fresh: a restarted head);
+    returns the layers copied. The block activations may differ (e.g. a ReLU run continued
+    with leaky ReLUs). Training models are channels-first, shipped ones channels-last: the
+    convolution kernels are the same arrays either way."""
     import keras
 
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
     copied = 0
     for layer in model.layers:
-        if layer.name == "output" or not layer.weights:
+        if (layer.name == "output" and not include_output) or not layer.weights:
             continue
         weights = source.get_layer(layer.name).get_weights()
         if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
@@ -116,15 +119,17 @@ def make_heads(task: str, maps: list, patch: int | None):
 
 def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
           checkpoint_every: int = 100, verbose: int = 1, stop_after: int | None = None,
-          ) -> Path | None:
+          time_limit: float | None = None) -> Path | None:
     """Run (or resume) training in ``work_dir``; returns the path of the final
     channels-last, uncompiled ``.keras`` model, or None when ``stop_after`` (a step count)
-    ended the run early (run again to resume). Training is channels-first (fast on the
+    or ``time_limit`` (seconds of this call, e.g. a job's wall-time limit) ended the run
+    early: it checkpoints first; run again to resume. Training is channels-first (fast on the
     PyTorch backend); :func:`bids_dl.models.unet.to_channels_last` converts at the end."""
     import keras
 
     from . import losses  # noqa: F401  (registers the loss for checkpoint loading)
 
+    called = time.time()
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path, checkpoint = work_dir / "state.json", work_dir / "checkpoint.keras"
     maps, names = load_label_maps(labels_dir, "train")
@@ -145,7 +150,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
     else:
         model = _build(recipe, "channels_first")
         if recipe.init_from:
-            copied = initialise_from(model, Path(recipe.init_from))
+            copied = initialise_from(model, Path(recipe.init_from), recipe.init_output)
             print(f"initialised {copied} layers from {recipe.init_from}", flush=True)
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
                       loss=losses.LOSSES[recipe.task])
@@ -177,7 +182,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             history.append(loss)
             progress.update(step + 1, [("loss", loss), ("lr", rate),
                                        ("phase", 1 if patch else 2)])
-            stopping = stop_after is not None and step + 1 >= stop_after
+            stopping = (stop_after is not None and step + 1 >= stop_after) or (
+                time_limit is not None and time.time() - called >= time_limit)
             if (step + 1) % checkpoint_every == 0 or step + 1 == recipe.total_steps or stopping:
                 _checkpoint(model, checkpoint, state_path, recipe, step + 1, history,
                             time.time() - tic)
