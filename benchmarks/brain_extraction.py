@@ -87,7 +87,8 @@ def stage_table(head: Path) -> None:
             extract_brain(head)
         print(f"GPU: {count / (time.perf_counter() - start):.1f} volumes/s (whole call)")
     else:
-        print("GPU: none visible; volumes/s on a GPU not measured here")
+        print("GPU: none visible here; on a GPU machine run benchmarks/gpu.py (volumes/s, "
+              "memory and agreement with this CPU result for all three models)")
 
 
 if __name__ == "__main__":

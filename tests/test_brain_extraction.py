@@ -18,13 +18,14 @@ import pytest
 from bids_dl.models.brain_extraction import brain_probability, extract_brain
 from bids_dl.training import evaluate
 
-COLIN27_DICE_FLOOR = 0.93  # target 0.93; shipped model: 0.935
-# Targets not yet met by the shipped model (2,000 CPU steps): held-out synthetic Dice is
-# 0.942-0.949 at 1 mm and 0.909-0.918 with 5 mm slices (target 0.97); a strong bias field
-# gives 0.972 (target 0.98). These floors catch regressions until a longer run meets them.
-SYNTHETIC_DICE_FLOOR = {"1mm": 0.93, "5mm-slices": 0.89}
+COLIN27_DICE_FLOOR = 0.935  # target 0.93; shipped model: 0.943
+# Targets not yet met by the shipped model (2,500 CPU steps + 780 GPU steps): held-out
+# synthetic Dice is 0.951-0.957 at 1 mm and 0.930-0.943 with 5 mm slices (target 0.97); a
+# strong bias field gives 0.975 (target 0.98). These floors catch regressions until a
+# longer run meets them.
+SYNTHETIC_DICE_FLOOR = {"1mm": 0.935, "5mm-slices": 0.905}
 ROBUSTNESS_DICE_FLOOR = 0.98
-ROBUSTNESS_EXCEPTIONS = {"bias field": 0.96}
+ROBUSTNESS_EXCEPTIONS = {"bias field": 0.965}
 
 
 @pytest.fixture(scope="module")

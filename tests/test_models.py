@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import keras
@@ -133,3 +134,18 @@ def test_shipped_models_load_with_accurate_normalization():
     model, _ = registry.load_model("brain-extraction")
     norms = [layer for layer in model.layers if "norm" in layer.name]
     assert norms and all(type(layer) is AccurateGroupNormalization for layer in norms)
+
+
+def test_device_configuration_keeps_tf32_off_unless_asked(monkeypatch):
+    from bids_dl.utils.device import DeviceError, configure_device
+
+    for name in ("NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.setenv(name, "unset-by-test")
+        monkeypatch.delenv(name)
+    configure_device("auto")
+    assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0" and "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")  # the user's choice wins
+    configure_device("cpu")
+    assert os.environ["NVIDIA_TF32_OVERRIDE"] == "1" and os.environ["CUDA_VISIBLE_DEVICES"] == "-1"
+    with pytest.raises(DeviceError, match="unknown device"):
+        configure_device("tpu")

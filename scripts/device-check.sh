@@ -1,0 +1,43 @@
+#!/bin/bash
+# GPU checks in one call on a lent GPU machine (no network; PyTorch and JAX installed, no
+# TensorFlow). Prepare on the CPU machine, in the repository root:
+#   python benchmarks/gpu.py --write-reference .gpu/reference      # TF CPU outputs + inputs
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform \
+#       manylinux_2_28_x86_64 -d .whl keras namex optree nibabel  # what the machine lacks
+# then run `bash scripts/device-check.sh` there with .gpu, .whl (and .cache/labels when
+# training) carried. Outputs land in $OUT (default .gpu/out).
+#   BUDGET=seconds   the wall time this script may use (default 400)
+#   TRAIN_ARGS="brain-extraction --labels .cache/labels --work-dir /tmp/w ..."  optional:
+#                    a bids-dl-train command run with --time-limit for what is left; its
+#                    work dir's checkpoint, state and final model are copied to $OUT
+set -u
+START=$(date +%s); BUDGET=${BUDGET:-400}; OUT=${OUT:-.gpu/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+B="python3 benchmarks/gpu.py --reference .gpu/reference"
+echo "== PyTorch (TF32 off, the default of --device)"
+KERAS_BACKEND=torch timeout 120 $B --runs 3 --json "$OUT/gpu_torch.json" 2>&1 | grep -v -i warn
+echo "== PyTorch, TF32 on"
+NVIDIA_TF32_OVERRIDE=1 KERAS_BACKEND=torch timeout 90 $B --runs 1 \
+    --json "$OUT/gpu_torch_tf32.json" 2>&1 | grep -v -i warn | tail -6
+echo "== JAX (TF32 off)"
+KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 60 $B --runs 1 \
+    --tasks brain-extraction --json "$OUT/gpu_jax.json" 2>&1 | grep -v -i warn | tail -4
+echo "== whole process"
+/usr/bin/time -f "%e s, %M KB: bids-dl-infer brain-extraction --device gpu (PyTorch)" \
+    env KERAS_BACKEND=torch python3 -m bids_dl.cli.infer brain-extraction \
+    .gpu/reference/ch2.nii.gz /tmp/ch2 --device gpu 2>&1 | tail -2
+if [ -n "${TRAIN_ARGS:-}" ]; then
+    LEFT=$(( BUDGET - ($(date +%s) - START) - 40 ))
+    WORK=$(echo "$TRAIN_ARGS" | sed -n 's/.*--work-dir \([^ ]*\).*/\1/p')
+    echo "== training for $LEFT s in $WORK"
+    # shellcheck disable=SC2086
+    KERAS_BACKEND=torch python3 -m bids_dl.training.cli $TRAIN_ARGS --time-limit "$LEFT" 2>&1 \
+        | tr '\r' '\n' | grep -v -i warn \
+        | awk 'NR%25==1 || /initialised|resum|stopped|wrote|rror|Trace/' | tail -40
+    cp "$WORK"/checkpoint.keras "$WORK"/state.json "$OUT"/ 2>/dev/null
+    [ -f "$WORK/final.keras" ] && cp "$WORK/final.keras" "$OUT/"
+fi
+echo "total $(( $(date +%s) - START )) s"
