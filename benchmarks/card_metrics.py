@@ -38,7 +38,9 @@ def run(task: str, description: str, measure: Callable, table: Callable[[dict], 
 
             card = entry.read_card()
             card["metrics"] = metrics
-            card["metrics_measured_with"] = f"KERAS_BACKEND=tensorflow, CPU ({script})"
+            card["metrics_measured_with"] = (
+                "KERAS_BACKEND=tensorflow, CPU, accurate group normalisation "
+                f"(bids_dl.models.layers) ({script})")
             with atomic_path(entry.card_path) as tmp:
                 Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
     print(table(metrics))

@@ -90,6 +90,13 @@ def task_inputs(reference: Path) -> dict[str, dict[str, Path]]:
             "contrast-synthesis": {"T1w": reference / "ch2.nii.gz"}}
 
 
+def model_checksums() -> dict[str, str]:
+    """sha256 of each shipped model's weights (from its verified card)."""
+    from bids_dl.models import registry
+
+    return {name: registry.verify(entry)["sha256"] for name, entry in registry.REGISTRY.items()}
+
+
 def write_reference(folder: Path) -> None:
     """Inputs and the TensorFlow CPU outputs (float16, compressed) into ``folder``."""
     import shutil
@@ -100,6 +107,7 @@ def write_reference(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(colin27()[0], folder / "ch2.nii.gz")
     (folder / "lesion_pair.sha256").write_text(lesion_pair(folder))
+    (folder / "models.json").write_text(json.dumps(model_checksums(), indent=1))
     for task, inputs in task_inputs(folder).items():
         outputs = run_task(task, inputs, "cpu")
         np.savez_compressed(folder / f"{task}.npz",
@@ -133,7 +141,7 @@ def peak_gpu_megabytes(reset: bool = False) -> float | None:
     return None
 
 
-def compare(task: str, outputs: dict, reference: dict) -> dict:
+def compare(outputs: dict, reference: dict) -> dict:
     """Largest absolute difference per output and the mask Dice against the reference."""
     row = {}
     for name, value in outputs.items():
@@ -151,6 +159,9 @@ def benchmark(reference: Path, runs: int, tasks: list[str], device: str = "gpu")
     import keras
 
     rows = []
+    if json.loads((reference / "models.json").read_text()) != model_checksums():
+        print("WARNING: the reference was made with other model weights; make it again "
+              "(--write-reference) before reading the agreement columns", flush=True)
     try:
         import SimpleITK  # noqa: F401
     except ImportError:
@@ -175,7 +186,7 @@ def benchmark(reference: Path, runs: int, tasks: list[str], device: str = "gpu")
             run_task(task, inputs, device)
             seconds.append(time.perf_counter() - tic)
         with np.load(reference / f"{task}.npz") as stored:
-            agreement = compare(task, outputs, dict(stored))
+            agreement = compare(outputs, dict(stored))
         backend = keras.backend.backend()
         if device == "gpu" and os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":
             backend += " (TF32 off)"

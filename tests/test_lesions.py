@@ -152,6 +152,16 @@ def test_rigid_registration_of_a_moved_flair_to_a_t1w():
     assert error.max() < 1.0, error.max()
 
 
+def test_registration_is_reproducible():
+    """The same pair gives the same transform every time (the metric's random sample has a
+    fixed seed; SimpleITK's seed 0, a wall-clock seed, is refused)."""
+    t1w, _, flair = _t1w_and_flair()
+    first, second = rigid_register(t1w, flair), rigid_register(t1w, flair)
+    assert np.abs(first - second).max() < 1e-9  # threads may reorder sums: 1e-13
+    with pytest.raises(ValueError, match="wall-clock"):
+        rigid_register(t1w, flair, seed=0)
+
+
 def test_world_overlap():
     image = nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4))
     shifted = np.eye(4)
