@@ -38,12 +38,6 @@ SYNTHESIS_TARGETS = ("FLAIR", "T2w", "CT")
 SUBSAMPLED = (slice(None, None, 2),) * 3  # synthesis outputs: every second voxel
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
-
-
 def run_task(task: str, inputs: dict[str, Path], device: str) -> dict[str, np.ndarray]:
     """The outputs of ``task`` on ``inputs`` as arrays (native grid of the input)."""
     if task == "brain-extraction":
@@ -143,6 +137,8 @@ def peak_gpu_megabytes(reset: bool = False) -> float | None:
 
 def compare(outputs: dict, reference: dict) -> dict:
     """Largest absolute difference per output and the mask Dice against the reference."""
+    from bids_dl.training.evaluate import dice
+
     row = {}
     for name, value in outputs.items():
         expected = reference[name].astype(np.float32)

@@ -33,10 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def thin_cortex(labels: np.ndarray, rim_mm: float) -> np.ndarray:
     """``labels`` (1 mm) with cortical GM deeper than ``rim_mm`` inside the brain made WM."""
-    from bids_dl.synth.labels import BRAIN_LABELS, LABELS
+    from bids_dl.synth.labels import LABELS, brain_mask
 
-    brain = (labels >= BRAIN_LABELS[0]) & (labels <= BRAIN_LABELS[-1])
-    depth = ndimage.distance_transform_edt(brain)
+    depth = ndimage.distance_transform_edt(brain_mask(labels))
     out = labels.copy()
     out[(labels == LABELS["cortical_gm"]) & (depth > rim_mm)] = LABELS["cerebral_wm"]
     return out
