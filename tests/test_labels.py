@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from bids_dl.synth import labels as L
@@ -56,3 +57,50 @@ def test_heads_differ_by_seed_and_keep_the_brain():
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
     assert np.array_equal(L.brain_mask(first), anatomy > 0)
+
+
+def test_heldout_anatomy_has_a_folded_cortex(labels_dir):
+    """jhu189's gyri become a cortical ribbon over white matter, with sulci (not whole gyri
+    of grey matter, as the ROI vote alone gives)."""
+    from scipy import ndimage
+
+    head = np.asarray(nib.load(str(labels_dir / "jhu189_head-00.nii.gz")).dataobj)
+    volume_ml = {name: (head == L.LABELS[name]).sum() / 1000 for name in
+                 ("cortical_gm", "cerebral_wm", "sulcal_csf")}
+    assert 450 < volume_ml["cortical_gm"] < 800
+    assert 500 < volume_ml["cerebral_wm"] < 900
+    assert 80 < volume_ml["sulcal_csf"] < 300
+    grey = head == L.LABELS["cortical_gm"]
+    beyond_cortex = ~L.brain_mask(head) | (head == L.LABELS["sulcal_csf"])
+    depth = ndimage.distance_transform_edt(~beyond_cortex)
+    assert np.mean(depth[grey] <= 4) > 0.97  # a ribbon of at most ~4 mm
+
+
+def test_fold_cortex_draws_sulci_between_gyri():
+    labels = np.zeros((80, 80, 80), np.uint8)
+    labels[5:75, 5:75, 5:75] = L.LABELS["cortical_gm"]
+    gyri = np.where(labels > 0, 1, 0)
+    gyri[40:] *= 2  # two gyri meeting between x = 39 and 40
+    folded = L.fold_cortex(labels, gyri, np.random.default_rng(0))
+    sulcal = folded == L.LABELS["sulcal_csf"]
+    assert sulcal[39:41, 30:50, 70:75].mean() > 0.9  # the sulcus reaches in from the surface
+    assert not sulcal[30:50, 30:50, 30:50].any()  # but not 30 mm deep
+    assert folded[20, 40, 40] == L.LABELS["cerebral_wm"]  # deep tissue is white matter
+    assert folded[5, 40, 40] in (L.LABELS["cortical_gm"], L.LABELS["sulcal_csf"])
+    face = (slice(5, 8), slice(5, 75), slice(5, 75))
+    assert (folded[face][~sulcal[face]] == L.LABELS["cortical_gm"]).mean() > 0.95  # grey surface
+    assert np.array_equal(folded, L.fold_cortex(labels, gyri, np.random.default_rng(0)))
+
+
+def test_training_heads_get_a_redrawn_cortex(train_head):
+    """Odd training heads: the template's thick cortex becomes a thin folded ribbon over the
+    neuromorphometrics gyral territories; nothing but cortex, WM and sulci changes."""
+    folded = L.fold_training_cortex(train_head, np.random.default_rng(3))
+    volume = {name: [(x == L.LABELS[name]).sum() / 1000 for x in (train_head, folded)]
+              for name in ("cortical_gm", "cerebral_wm", "sulcal_csf")}
+    assert volume["cortical_gm"][1] < 0.7 * volume["cortical_gm"][0]
+    assert volume["cerebral_wm"][1] > volume["cerebral_wm"][0]
+    assert volume["sulcal_csf"][1] > volume["sulcal_csf"][0] + 50
+    cerebrum = np.isin(train_head, [L.LABELS["cortical_gm"], L.LABELS["cerebral_wm"]])
+    assert np.array_equal(folded[~cerebrum], train_head[~cerebrum])
+    assert np.array_equal(L.brain_mask(folded), L.brain_mask(train_head))

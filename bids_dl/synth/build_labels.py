@@ -1,7 +1,11 @@
 """``bids-dl-build-labels``: build the synthetic heads' label maps from open data.
 
 Writes ``OUT_DIR/<anatomy>_head-<NN>.nii.gz`` (uint8, 1 mm head grid) and ``manifest.json``
-(anatomy, head seed, split). The same arguments always give the same files.
+(anatomy, head seed, split, whether the cortex was redrawn). The same arguments always give
+the same files. Odd-numbered heads of the training anatomies get a folded cortex
+(:func:`~bids_dl.synth.labels.fold_training_cortex`), even ones keep the template's, so
+training sees both; every held-out ``jhu189`` head gets its own cortex drawn from jhu189's
+gyri (:func:`~bids_dl.synth.labels.fold_cortex`).
 """
 
 from __future__ import annotations
@@ -29,16 +33,27 @@ def build(out_dir: Path, heads: int = DEFAULT_HEADS, anatomies=None, seed: int =
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"maps": {}}
     names = anatomies or list(label_defs.BUILDERS)
     for index, name in enumerate(names):
-        anatomy = None
+        anatomy = gyri = None
         for head in range(heads):
             file_name = f"{name}_head-{head:02d}.nii.gz"
-            if (out_dir / file_name).exists() and file_name in manifest["maps"]:
+            version = label_defs.ANATOMY_VERSIONS[name]
+            entry = manifest["maps"].get(file_name, {})
+            if (out_dir / file_name).exists() and entry.get("version", 1) == version:
                 continue
-            if anatomy is None:
-                anatomy = label_defs.BUILDERS[name]()
             start = time.time()
             head_seed = [seed, list(label_defs.BUILDERS).index(name), head]
-            labels = add_head(anatomy, np.random.default_rng(head_seed))
+            fold_rng = np.random.default_rng([*head_seed, 1])
+            folded = name == "jhu189" or (label_defs.ANATOMIES[name] == "train" and head % 2)
+            if name == "jhu189":
+                anatomy, gyri = label_defs.jhu189_gyri() if anatomy is None else (anatomy, gyri)
+                brain = label_defs.fold_cortex(anatomy, gyri, fold_rng)
+            else:
+                anatomy = label_defs.BUILDERS[name]() if anatomy is None else anatomy
+                brain = anatomy
+                if folded:
+                    gyri = label_defs.atlas_gyri() if gyri is None else gyri
+                    brain = label_defs.fold_training_cortex(anatomy, fold_rng, gyri)
+            labels = add_head(brain, np.random.default_rng(head_seed))
             image = nib.Nifti1Image(labels, label_defs.HEAD_AFFINE)
             image.header.set_xyzt_units("mm")
             with atomic_path(out_dir / file_name) as tmp:
@@ -47,6 +62,8 @@ def build(out_dir: Path, heads: int = DEFAULT_HEADS, anatomies=None, seed: int =
                 "anatomy": name,
                 "head_seed": head_seed,
                 "split": label_defs.ANATOMIES[name],
+                "version": version,
+                "folded_cortex": bool(folded),
             }
             print(f"[{index + 1}/{len(names)}] {file_name} ({time.time() - start:.1f} s)", flush=True)
     manifest["labels"] = label_defs.LABELS

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..utils.resample import resample_to_grid
+from ..utils.resample import resample_to_grid, smooth_noise
 from . import sources
 
 #: Label values of every synthetic head (uint8).
@@ -56,6 +56,8 @@ ANATOMIES = {
     "neuromorphometrics": "train",
     "jhu189": "heldout",
 }
+#: Version of each anatomy's builder: cached label maps of an older version are rebuilt.
+ANATOMY_VERSIONS = {"mni152": 2, "cat12": 2, "neuromorphometrics": 2, "jhu189": 4}
 
 
 def brain_mask(labels: np.ndarray) -> np.ndarray:
@@ -152,9 +154,14 @@ def anatomy_neuromorphometrics() -> np.ndarray:
     return labels
 
 
-def anatomy_jhu189() -> np.ndarray:
-    """JHU single-subject 189-ROI parcellation (mricron-data). It has no ROI names, so each ROI
-    takes the class most of its voxels have in the MNI152 anatomy (same MNI space)."""
+def jhu189_gyri() -> tuple[np.ndarray, np.ndarray]:
+    """JHU single-subject 189-ROI parcellation (mricron-data) as labels, and the ROI id of
+    every voxel of its gyral ROIs (0 elsewhere).
+
+    jhu189 has no ROI names and no tissue classes: each ROI takes the class most of its voxels
+    have in the MNI152 anatomy (same MNI space). Its gyral ROIs include the gyral white
+    matter, so that vote makes whole gyri grey matter (1,156 ml, no sulci): the labels are
+    meant for :func:`fold_cortex` with those gyri, not for use as they are."""
     atlas = _load_on_grid(sources.mricron("jhu189.nii.gz"), order=0).astype(np.int64)
     reference = anatomy_mni152().astype(np.int64)
     votes = np.bincount((atlas * N_LABELS + reference).ravel(), minlength=256 * N_LABELS)
@@ -164,10 +171,82 @@ def anatomy_jhu189() -> np.ndarray:
     lookup[0] = 0
     labels = lookup[atlas]
     labels[(atlas > 0) & (labels == 0)] = LABELS["sulcal_csf"]
+    # Unlabelled gaps inside the brain (up to ~6 mm wide; some reach the outside, so filling
+    # holes misses them) are CSF of the brain mask: ventricles next to the ventricles, else
+    # sulcal CSF (cisterns, fissures). Left outside, they would be lined with cortex.
     mask = _clean_mask(labels > 0)
-    labels[mask & (labels == 0)] = LABELS["ventricles"]
-    labels[~mask] = 0
-    return labels
+    closed = ndimage.binary_fill_holes(ndimage.binary_closing(mask, _ball(3)))
+    gaps = closed & (labels == 0)
+    near_ventricles = ndimage.distance_transform_edt(labels != LABELS["ventricles"]) <= 3
+    labels[gaps] = LABELS["sulcal_csf"]
+    labels[gaps & near_ventricles] = LABELS["ventricles"]
+    labels[~closed] = 0
+    return labels, np.where(labels == LABELS["cortical_gm"], atlas, 0)
+
+
+def _ball(radius: int) -> np.ndarray:
+    """Boolean ball structuring element of ``radius`` voxels."""
+    grid = np.mgrid[(slice(-radius, radius + 1),) * 3]
+    return np.sum(grid**2, axis=0) <= radius**2
+
+
+def anatomy_jhu189(rng: np.random.Generator | None = None) -> np.ndarray:
+    """The held-out jhu189 anatomy with a cortex drawn from its own gyri by
+    :func:`fold_cortex` (folds and thickness differ with ``rng``; default seed 189)."""
+    labels, gyri = jhu189_gyri()
+    return fold_cortex(labels, gyri, rng or np.random.default_rng(189))
+
+
+def fold_cortex(labels: np.ndarray, gyri: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A folded cortical ribbon for a label map whose cerebrum is parcelled into gyri.
+
+    ``labels``: label map (1 mm grid) whose cerebral tissue is ``cortical_gm`` (the gyri) and
+    ``cerebral_wm``; ``gyri``: ROI id of every gyral voxel (0 elsewhere). Sulci (sulcal CSF,
+    one voxel per side) are drawn where two gyri meet, from the brain surface down to 8-28 mm
+    (a smooth random depth), plus shallow folds inside gyri (<= 4-14 mm) along the zero
+    surface of a smooth random field. The cortex is every cerebral voxel within 2.0-3.6 mm
+    (smooth random thickness) of the brain's surface or a sulcus; the rest of the cerebrum is
+    white matter. Deep GM, ventricles, cerebellum and brainstem are kept."""
+    shape = labels.shape
+    cerebrum = (labels == LABELS["cortical_gm"]) | (labels == LABELS["cerebral_wm"])
+    between_gyri = np.zeros(shape, bool)
+    for axis in range(3):
+        for shift in (1, -1):
+            neighbour = np.roll(gyri, shift, axis=axis)
+            between_gyri |= (gyri > 0) & (neighbour > 0) & (neighbour != gyri)
+    brain = brain_mask(labels)
+    depth = ndimage.distance_transform_edt(brain)  # mm below the brain's surface
+    primary = between_gyri & (depth <= np.clip(16 + 4 * smooth_noise(shape, rng, 6), 8, 28))
+    fold_field = smooth_noise(shape, rng, 20)
+    shallow = cerebrum & (np.abs(fold_field) < 0.12) & (
+        depth <= np.clip(8 + 2 * smooth_noise(shape, rng, 6), 4, 14))
+    sulci = primary | shallow
+    thickness = np.clip(2.8 + 0.4 * smooth_noise(shape, rng, 8), 2.0, 3.6)
+    to_surface = ndimage.distance_transform_edt(brain & ~sulci)
+    out = labels.copy()
+    out[sulci] = LABELS["sulcal_csf"]
+    out[cerebrum & ~sulci] = LABELS["cerebral_wm"]
+    out[cerebrum & ~sulci & (to_surface <= thickness)] = LABELS["cortical_gm"]
+    return out
+
+
+def atlas_gyri() -> np.ndarray:
+    """Gyral territories on the head grid: every voxel takes the id of the nearest cortical
+    ROI of the neuromorphometrics atlas (same MNI space as the training anatomies)."""
+    atlas, lookup = _neuromorphometrics_classes()
+    cortical = lookup[atlas] == LABELS["cortical_gm"]
+    nearest = ndimage.distance_transform_edt(~cortical, return_indices=True)[1]
+    return atlas[tuple(nearest)].astype(np.int64)
+
+
+def fold_training_cortex(anatomy: np.ndarray, rng: np.random.Generator,
+                         gyri: np.ndarray | None = None) -> np.ndarray:
+    """A training anatomy with its template cortex (blurred, thick, shallow sulci) redrawn by
+    :func:`fold_cortex` over the neuromorphometrics gyral territories: a thin, folded ribbon
+    that differs with ``rng``."""
+    cerebrum = (anatomy == LABELS["cortical_gm"]) | (anatomy == LABELS["cerebral_wm"])
+    gyri = atlas_gyri() if gyri is None else gyri
+    return fold_cortex(anatomy, np.where(cerebrum, gyri, 0), rng)
 
 
 BUILDERS = {
