@@ -146,3 +146,18 @@ def test_tiles_cover_only_the_box_of_where():
     outside = np.ones(where.shape, bool)
     outside[10:38, 12:40, 8:36] = False
     assert not tiled[outside].any()
+
+
+def test_probability_maps_read_back_within_0_1(tmp_path):
+    """Stored as uint8 with a float32 slope, a probability of exactly 1 must not read back
+    as 1.00000005."""
+    from bids_dl.utils.io import probability_image
+
+    reference = nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4))
+    probability = np.linspace(0, 1, 512, dtype=np.float32).reshape(8, 8, 8)
+    nib.save(probability_image(reference, probability), tmp_path / "p.nii.gz")
+    stored = nib.load(tmp_path / "p.nii.gz")
+    values = stored.get_fdata()
+    assert stored.get_data_dtype() == np.uint8
+    assert values.min() == 0 and 0.999 < values.max() <= 1
+    assert np.abs(values - probability).max() < 0.5 / 255 + 1e-6

@@ -14,7 +14,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..utils.io import derived_image, load_brain_mask, load_volume, write_images_atomically
+from ..utils.io import (
+    derived_image,
+    load_brain_mask,
+    load_volume,
+    probability_image,
+    write_images_atomically,
+)
 from .engine import InferenceEngine, keep_largest_structure
 
 TASK = "brain-extraction"
@@ -99,7 +105,7 @@ def extract_brain(in_file: str | os.PathLike, device: str = "auto",
                "postprocess": time.perf_counter() - tic}
     return BrainExtractionResult(
         mask=derived_image(image, mask, np.uint8),
-        probseg=derived_image(image, np.clip(result.probability, 0, 1), np.float32, np.uint8),
+        probseg=probability_image(image, result.probability),
         brain=brain,
         volume_ml=float(mask.sum() * voxel_ml),
         device=used,

@@ -27,6 +27,7 @@ from ..utils.io import (
     atomic_path,
     derived_image,
     load_volume,
+    probability_image,
     write_images_atomically,
 )
 from ..utils.resample import resample_to_grid
@@ -280,7 +281,7 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     timings["postprocess"] = time.perf_counter() - tic
     return LesionResult(
         mask=derived_image(ref_image, mask, np.uint8),
-        probseg=derived_image(ref_image, probability, np.float32, np.uint8),
+        probseg=probability_image(ref_image, probability),
         lesions=rows, measures=measures,
         inputs={name: str(path) for name, path in (("FLAIR", flair), ("T1w", t1w)) if path},
         registration=registration, device=used,

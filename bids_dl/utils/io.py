@@ -119,6 +119,18 @@ def derived_image(image: nib.Nifti1Image, data: np.ndarray, dtype, stored_as=Non
     return out
 
 
+#: Probability maps are kept below 1 by this much: stored as uint8 with a float32 scaling
+#: slope, an exact 1.0 reads back as 1.00000005 (slope rounding).
+PROBABILITY_HEADROOM = 1e-6
+
+
+def probability_image(image: nib.Nifti1Image, probability: np.ndarray) -> nib.Nifti1Image:
+    """A probability map (0-1) on ``image``'s grid, stored as uint8 with a scaling slope
+    (256 levels) that reads back within [0, 1]."""
+    data = np.clip(probability, 0.0, 1.0 - PROBABILITY_HEADROOM)
+    return derived_image(image, data, np.float32, np.uint8)
+
+
 def load_brain_mask(path: str | os.PathLike, reference: nib.Nifti1Image) -> np.ndarray:
     """A brain mask file as a boolean array; it must lie on ``reference``'s grid (the image
     it belongs to), else :class:`InputImageError`."""
