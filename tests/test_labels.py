@@ -95,7 +95,7 @@ def test_fold_cortex_draws_sulci_between_gyri():
 def test_training_heads_get_a_redrawn_cortex(train_head):
     """Odd training heads: the template's thick cortex becomes a thin folded ribbon over the
     neuromorphometrics gyral territories; nothing but cortex, WM and sulci changes."""
-    folded = L.fold_training_cortex(train_head, np.random.default_rng(3))
+    folded = L.redraw_cortex(train_head, L.atlas_gyri(), np.random.default_rng(3))
     volume = {name: [(x == L.LABELS[name]).sum() / 1000 for x in (train_head, folded)]
               for name in ("cortical_gm", "cerebral_wm", "sulcal_csf")}
     assert volume["cortical_gm"][1] < 0.7 * volume["cortical_gm"][0]

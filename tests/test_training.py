@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from bids_dl.synth import labels as L
 from bids_dl.synth.generator import SyntheticHeads
 from bids_dl.training.data import BatchStream, patch_config
 from bids_dl.training.train import Recipe
@@ -48,6 +49,8 @@ def test_train_resume_and_card(labels_dir, tmp_path, monkeypatch):
     card = json.loads((work / "brain_extraction.json").read_text())
     assert card["steps"] == 4 and card["recipe"]["filters"] == [2, 4]
     assert card["data"]["label_maps"] == ["mni152_head-00.nii.gz"]
+    assert card["data"]["label_map_builds"] == {"mni152_head-00.nii.gz": {
+        "version": L.ANATOMY_VERSIONS["mni152"], "folded_cortex": False}}
     from bids_dl.models import registry
 
     monkeypatch.setenv("BIDS_DL_MODEL_DIR", str(work))

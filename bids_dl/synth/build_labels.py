@@ -3,9 +3,8 @@
 Writes ``OUT_DIR/<anatomy>_head-<NN>.nii.gz`` (uint8, 1 mm head grid) and ``manifest.json``
 (anatomy, head seed, split, whether the cortex was redrawn). The same arguments always give
 the same files. Odd-numbered heads of the training anatomies get a folded cortex
-(:func:`~bids_dl.synth.labels.fold_training_cortex`), even ones keep the template's, so
-training sees both; every held-out ``jhu189`` head gets its own cortex drawn from jhu189's
-gyri (:func:`~bids_dl.synth.labels.fold_cortex`).
+(:func:`~bids_dl.synth.labels.redraw_cortex`), even ones keep the template's, so training
+sees both; every held-out ``jhu189`` head gets its own cortex drawn over jhu189's gyri.
 """
 
 from __future__ import annotations
@@ -42,17 +41,13 @@ def build(out_dir: Path, heads: int = DEFAULT_HEADS, anatomies=None, seed: int =
                 continue
             start = time.time()
             head_seed = [seed, list(label_defs.BUILDERS).index(name), head]
-            fold_rng = np.random.default_rng([*head_seed, 1])
-            folded = name == "jhu189" or (label_defs.ANATOMIES[name] == "train" and head % 2)
-            if name == "jhu189":
-                anatomy, gyri = label_defs.jhu189_gyri() if anatomy is None else (anatomy, gyri)
-                brain = label_defs.fold_cortex(anatomy, gyri, fold_rng)
-            else:
-                anatomy = label_defs.BUILDERS[name]() if anatomy is None else anatomy
-                brain = anatomy
-                if folded:
-                    gyri = label_defs.atlas_gyri() if gyri is None else gyri
-                    brain = label_defs.fold_training_cortex(anatomy, fold_rng, gyri)
+            anatomy = label_defs.BUILDERS[name]() if anatomy is None else anatomy
+            folded = label_defs.cortex_redrawn(name, head)
+            brain = anatomy
+            if folded:
+                gyri = label_defs.gyral_territories(name, anatomy) if gyri is None else gyri
+                brain = label_defs.redraw_cortex(anatomy, gyri,
+                                                 np.random.default_rng([*head_seed, 1]))
             labels = add_head(brain, np.random.default_rng(head_seed))
             image = nib.Nifti1Image(labels, label_defs.HEAD_AFFINE)
             image.header.set_xyzt_units("mm")
@@ -63,7 +58,7 @@ def build(out_dir: Path, heads: int = DEFAULT_HEADS, anatomies=None, seed: int =
                 "head_seed": head_seed,
                 "split": label_defs.ANATOMIES[name],
                 "version": version,
-                "folded_cortex": bool(folded),
+                "folded_cortex": folded,
             }
             print(f"[{index + 1}/{len(names)}] {file_name} ({time.time() - start:.1f} s)", flush=True)
     manifest["labels"] = label_defs.LABELS

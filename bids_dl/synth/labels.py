@@ -154,15 +154,18 @@ def anatomy_neuromorphometrics() -> np.ndarray:
     return labels
 
 
-def jhu189_gyri() -> tuple[np.ndarray, np.ndarray]:
-    """JHU single-subject 189-ROI parcellation (mricron-data) as labels, and the ROI id of
-    every voxel of its gyral ROIs (0 elsewhere).
+def _jhu189_atlas() -> np.ndarray:
+    return _load_on_grid(sources.mricron("jhu189.nii.gz"), order=0).astype(np.int64)
+
+
+def anatomy_jhu189() -> np.ndarray:
+    """JHU single-subject 189-ROI parcellation (mricron-data), before its cortex is drawn.
 
     jhu189 has no ROI names and no tissue classes: each ROI takes the class most of its voxels
     have in the MNI152 anatomy (same MNI space). Its gyral ROIs include the gyral white
-    matter, so that vote makes whole gyri grey matter (1,156 ml, no sulci): the labels are
-    meant for :func:`fold_cortex` with those gyri, not for use as they are."""
-    atlas = _load_on_grid(sources.mricron("jhu189.nii.gz"), order=0).astype(np.int64)
+    matter, so that vote makes whole gyri grey matter (1,156 ml, no sulci): every head built
+    from it gets a cortex drawn over those gyri (:func:`redraw_cortex`)."""
+    atlas = _jhu189_atlas()
     reference = anatomy_mni152().astype(np.int64)
     votes = np.bincount((atlas * N_LABELS + reference).ravel(), minlength=256 * N_LABELS)
     votes = votes.reshape(256, N_LABELS)
@@ -181,20 +184,13 @@ def jhu189_gyri() -> tuple[np.ndarray, np.ndarray]:
     labels[gaps] = LABELS["sulcal_csf"]
     labels[gaps & near_ventricles] = LABELS["ventricles"]
     labels[~closed] = 0
-    return labels, np.where(labels == LABELS["cortical_gm"], atlas, 0)
+    return labels
 
 
 def _ball(radius: int) -> np.ndarray:
     """Boolean ball structuring element of ``radius`` voxels."""
     grid = np.mgrid[(slice(-radius, radius + 1),) * 3]
     return np.sum(grid**2, axis=0) <= radius**2
-
-
-def anatomy_jhu189(rng: np.random.Generator | None = None) -> np.ndarray:
-    """The held-out jhu189 anatomy with a cortex drawn from its own gyri by
-    :func:`fold_cortex` (folds and thickness differ with ``rng``; default seed 189)."""
-    labels, gyri = jhu189_gyri()
-    return fold_cortex(labels, gyri, rng or np.random.default_rng(189))
 
 
 def fold_cortex(labels: np.ndarray, gyri: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -239,13 +235,25 @@ def atlas_gyri() -> np.ndarray:
     return atlas[tuple(nearest)].astype(np.int64)
 
 
-def fold_training_cortex(anatomy: np.ndarray, rng: np.random.Generator,
-                         gyri: np.ndarray | None = None) -> np.ndarray:
-    """A training anatomy with its template cortex (blurred, thick, shallow sulci) redrawn by
-    :func:`fold_cortex` over the neuromorphometrics gyral territories: a thin, folded ribbon
-    that differs with ``rng``."""
+def gyral_territories(name: str, anatomy: np.ndarray) -> np.ndarray:
+    """The gyri a head's cortex is drawn over: jhu189's own gyral ROIs for jhu189, the
+    neuromorphometrics territories (:func:`atlas_gyri`) for the training anatomies."""
+    if name == "jhu189":
+        return np.where(anatomy == LABELS["cortical_gm"], _jhu189_atlas(), 0)
+    return atlas_gyri()
+
+
+def cortex_redrawn(name: str, head: int) -> bool:
+    """Whether head number ``head`` of an anatomy gets a drawn cortex: every held-out head;
+    odd training heads (even ones keep the template's blurred, thick cortex)."""
+    return ANATOMIES[name] == "heldout" or head % 2 == 1
+
+
+def redraw_cortex(anatomy: np.ndarray, gyri: np.ndarray, rng: np.random.Generator,
+                  ) -> np.ndarray:
+    """``anatomy`` with its cortex redrawn by :func:`fold_cortex` over the gyral territories
+    ``gyri`` (restricted to the cerebrum): a thin, folded ribbon that differs with ``rng``."""
     cerebrum = (anatomy == LABELS["cortical_gm"]) | (anatomy == LABELS["cerebral_wm"])
-    gyri = atlas_gyri() if gyri is None else gyri
     return fold_cortex(anatomy, np.where(cerebrum, gyri, 0), rng)
 
 

@@ -120,6 +120,16 @@ EVALUATORS = {"brain-extraction": evaluate_model, "lesion-segmentation": evaluat
               "contrast-synthesis": evaluate_synthesis_model}
 
 
+def label_map_builds(labels_dir: Path, names: list[str]) -> dict[str, dict]:
+    """Builder version and cortex of each training label map, from the folder's manifest
+    (the same file name can hold another map after a builder change)."""
+    manifest_path = Path(labels_dir) / "manifest.json"
+    maps = json.loads(manifest_path.read_text())["maps"] if manifest_path.exists() else {}
+    return {name: {"version": maps.get(name, {}).get("version", 1),
+                   "folded_cortex": maps.get(name, {}).get("folded_cortex", False)}
+            for name in names}
+
+
 def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Path,
                 work_dir: Path, evaluate: bool = True, wall_seconds: float | None = None,
                 ) -> dict:
@@ -146,7 +156,9 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "seed": recipe.seed,
         "steps": state["step"],
         "data": {"generator": GENERATORS[recipe.task],
-                 "label_maps": recipe.label_maps, "label_sources": LABEL_SOURCES,
+                 "label_maps": recipe.label_maps,
+                 "label_map_builds": label_map_builds(labels_dir, recipe.label_maps),
+                 "label_sources": LABEL_SOURCES,
                  "never_used": "Colin27 (ch2, ch2bet, ch2better): held-out evaluation only"},
         "training": {"keras": keras.__version__, "backend": keras.backend.backend(),
                      "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
