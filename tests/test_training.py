@@ -201,6 +201,48 @@ def test_patch_pool(tmp_path):
     assert whole.image.dtype == np.float16  # the pool is kept small in memory
 
 
+def test_pooled_lesion_heads_leave_out_per_patch(tmp_path):
+    """Pooled lesion training: the pre-rendered heads keep FLAIR and T1w, and every patch
+    draws its own inputs (FLAIR alone, T1w alone, both) at the configured rates; a kept
+    contrast is the patch of the whole head unchanged, a left-out one all zeros."""
+    import nibabel as nib
+
+    from bids_dl.synth.demo import LABELS_FILE
+    from bids_dl.synth.lesion_generator import crop_patch
+    from bids_dl.training.pool import PatchPool
+    from bids_dl.training.train import make_heads
+
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+    heads = make_heads("lesion-segmentation", [labels], None, pooled=True)
+    assert heads.config.leave_out_in_crop and heads.config.patch is None
+    assert not make_heads("lesion-segmentation", [labels], 32).config.leave_out_in_crop
+    pool = PatchPool(heads, tmp_path / "pool", 1, seed=4, patch=32)
+    whole = pool.entry(0)
+    assert whole.present == (True, True) and whole.image.astype(bool).any(axis=(1, 2, 3)).all()
+    drawn = []
+    for step in range(120):
+        sample = pool.sample((4, step, 0))
+        rng = np.random.default_rng((4, step, 0))
+        rng.integers(1)
+        full = crop_patch(whole, 32, rng, heads.config.p_patch_on_lesion)
+        present = heads.draw_inputs(rng)
+        flip = rng.random() < 0.5
+        assert sample.present == present
+        for channel, kept in enumerate(present):
+            expected = full.image[channel].astype(np.float32)
+            expected = np.flip(expected, axis=0) if flip else expected
+            if kept:
+                assert np.array_equal(sample.image[channel], expected)
+            else:
+                assert not sample.image[channel].any()
+        drawn.append(present)
+    flair_alone = drawn.count((True, False)) / len(drawn)
+    t1w_alone = drawn.count((False, True)) / len(drawn)
+    assert abs(flair_alone - heads.config.p_flair_only) < 0.12
+    assert abs(t1w_alone - heads.config.p_t1w_only) < 0.12
+    assert drawn.count((True, True)) > 20
+
+
 def test_patch_pool_of_synthesis_pairs(tmp_path):
     """The pool serves paired synthesis samples too: the source and its three targets are
     cut and mirrored together (checked against the crop replayed from the seed)."""

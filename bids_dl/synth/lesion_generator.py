@@ -5,7 +5,8 @@ Each sample: a head label map, fresh lesions (:mod:`bids_dl.synth.lesions`), one
 geometry (affine + warp) shared by both contrasts, then per contrast its own label
 intensities (FLAIR or T1w ordering, lesions painted in), texture, bias field, resolution (FLAIR
 often with thick slices), noise and gamma, normalised inside the brain. A contrast is left out
-(all zeros) at random, so one model serves FLAIR + T1w, FLAIR alone and T1w alone.
+(all zeros) at random, so one model serves FLAIR + T1w, FLAIR alone and T1w alone; for pooled
+training the whole heads keep both and every patch cut from them draws its own inputs.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ class LesionConfig:
     geometry: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(
         out_shape=LESION_SHAPE, spacing=LESION_SPACING, max_rotation=20.0, max_shift=8.0,
         max_warp=2.0, max_bias=0.35, max_noise=0.05))
-    p_flair_only: float = 0.2
+    p_flair_only: float = 0.35
     p_t1w_only: float = 0.2
+    #: True: a sample keeps both contrasts and each patch cut by ``LesionHeads.crop`` draws
+    #: which to leave out (pooled training: a pre-rendered head serves every input case).
+    leave_out_in_crop: bool = False
     p_thick_flair: float = 0.5
     p_thick_t1w: float = 0.15
     patch: int | None = None  # cubic training patches of this many voxels (None: whole grid)
@@ -82,8 +86,23 @@ class LesionHeads(HeadsWithLesions):
     def crop(self, sample: LesionSample, patch: int, rng: np.random.Generator,
              ) -> LesionSample:
         """A training patch of a whole-grid ``sample`` (lesion-centred at the configured
-        rate)."""
-        return crop_patch(sample, patch, rng, self.config.p_patch_on_lesion)
+        rate); with ``config.leave_out_in_crop`` a patch of a sample with both contrasts
+        leaves one out at the configured rates."""
+        cropped = crop_patch(sample, patch, rng, self.config.p_patch_on_lesion)
+        if self.config.leave_out_in_crop and all(sample.present):
+            cropped = leave_out(cropped, self.draw_inputs(rng))
+        return cropped
+
+    def draw_inputs(self, rng: np.random.Generator) -> tuple[bool, bool]:
+        """Which contrasts (FLAIR, T1w) a sample keeps: FLAIR alone, T1w alone or both, at
+        the configured rates."""
+        draw = rng.random()
+        config = self.config
+        if draw < config.p_flair_only:
+            return True, False
+        if draw < config.p_flair_only + config.p_t1w_only:
+            return False, True
+        return True, True
 
     def sample(self, seed, label_map: int | None = None, lesion_count: int | None = None,
                present: tuple[bool, bool] | None = None) -> LesionSample:
@@ -109,10 +128,7 @@ class LesionHeads(HeadsWithLesions):
         targets = [fraction >= 0.5] + [np.isin(grid_labels, _TARGET_LABELS[name])
                                        for name in TARGETS[1:]]
         if present is None:
-            draw = rng.random()
-            present = ((True, False) if draw < config.p_flair_only else
-                       (False, True) if draw < config.p_flair_only + config.p_t1w_only else
-                       (True, True))
+            present = (True, True) if config.leave_out_in_crop else self.draw_inputs(rng)
         channels = []
         for contrast, kept in zip(CHANNELS, present):
             image = self._render(grid_labels, fraction, contrast, rng)
@@ -122,8 +138,7 @@ class LesionHeads(HeadsWithLesions):
                               brain.astype(np.uint8), tuple(present), affine)
         if not config.patch:
             return [sample]
-        return [crop_patch(sample, config.patch, rng, config.p_patch_on_lesion)
-                for _ in range(patches)]
+        return [self.crop(sample, config.patch, rng) for _ in range(patches)]
 
     def _render(self, grid_labels: np.ndarray, lesion_fraction: np.ndarray, contrast: str,
                 rng: np.random.Generator) -> np.ndarray:
@@ -164,6 +179,14 @@ def crop_patch(sample: LesionSample, patch: int | None, rng: np.random.Generator
     affine[:3, 3] += affine[:3, :3] @ low
     return LesionSample(sample.image[(slice(None), *box)], sample.mask[(slice(None), *box)],
                         sample.brain[box], sample.present, affine)
+
+
+def leave_out(sample: LesionSample, present: tuple[bool, bool]) -> LesionSample:
+    """``sample`` with the contrasts not in ``present`` set to zeros (each channel is
+    normalised on its own, so the kept ones are unchanged)."""
+    image = sample.image.copy()
+    image[~np.asarray(present)] = 0
+    return replace(sample, image=image, present=present)
 
 
 def normalise_channels(image: np.ndarray, brain: np.ndarray) -> np.ndarray:

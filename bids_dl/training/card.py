@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import __version__
 from ..models.grid import LESION_SHAPE, LESION_SPACING, MODEL_SHAPE, MODEL_SPACING
 from ..models.registry import get_entry, sha256
+from ..synth.lesion_generator import LesionConfig
 from ..utils.io import atomic_path
 from .train import FINAL_ACTIVATION, Recipe
 
@@ -106,12 +107,15 @@ def evaluate_synthesis_model(model_path: Path, labels_dir: Path, cases: int = 3)
     return evaluate_synthesis.evaluate_pairs(synthesise, labels_dir, cases)
 
 
+_LESION_INPUTS = LesionConfig()
+_LEFT_OUT = (f"FLAIR alone {_LESION_INPUTS.p_flair_only:.0%}, T1w alone "
+             f"{_LESION_INPUTS.p_t1w_only:.0%} of the samples; pooled: drawn per patch")
 GENERATORS = {
     "brain-extraction": "bids_dl.synth.generator.SyntheticHeads",
     "lesion-segmentation": "bids_dl.synth.lesion_generator.LesionHeads (lesions: "
                            "bids_dl.synth.lesions; periventricular, deep, confluent, "
                            "juxtacortical, infratentorial; 10 mm3-30 ml; 0-60 per head, 15 % "
-                           "lesion-free; FLAIR or T1w left out 20 % of the time each)",
+                           "lesion-free; " + _LEFT_OUT + ")",
     "contrast-synthesis": "bids_dl.synth.pairs.PairedHeads (physics: bids_dl.synth.physics; "
                           "T1w by MPRAGE or SPGR at 1.5/3 T -> clean FLAIR, T2w and CT of the "
                           "same head; lesions in half of the heads)",

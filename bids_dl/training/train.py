@@ -104,12 +104,13 @@ def initialise_from(model, path: Path, include_output: bool = False) -> int:
     return copied
 
 
-def make_heads(task: str, maps: list, patch: int | None):
-    """The sample generator of ``task`` (``patch``: cubic patches; None: whole grid)."""
+def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False):
+    """The sample generator of ``task`` (``patch``: cubic patches; None: whole grid;
+    ``pooled``: whole heads for a :class:`~bids_dl.training.pool.PatchPool`)."""
     if task == "lesion-segmentation":
         from ..synth.lesion_generator import LesionConfig, LesionHeads
 
-        return LesionHeads(maps, LesionConfig(patch=patch))
+        return LesionHeads(maps, LesionConfig(patch=patch, leave_out_in_crop=pooled))
     if task == "contrast-synthesis":
         from ..synth.pairs import PairConfig, PairedHeads
 
@@ -162,7 +163,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         if start >= phase_stop:
             continue
         pooled = bool(recipe.pool and patch)
-        heads = make_heads(recipe.task, maps, None if pooled else patch)
+        heads = make_heads(recipe.task, maps, None if pooled else patch, pooled)
         if pooled:
             if recipe.task == "brain-extraction":
                 raise ValueError("--pool: brain extraction trains from fresh heads")
