@@ -131,6 +131,34 @@ def test_time_limit_checkpoints_and_resumes(labels_dir, tmp_path):
     assert (work / "brain_extraction.keras").is_file()
 
 
+def test_fine_tune_card_carries_the_lineage(labels_dir, tmp_path):
+    """A run started with --init-from a model of the same task writes a card that names the
+    starting model by sha256 and carries its lineage (this run added), the lineage's total
+    steps and its experimental status; a run from scratch starts a lineage of one."""
+    from bids_dl.training import cli
+
+    args = ["brain-extraction", "--labels", str(labels_dir), "--patch", "16", "--steps", "0",
+            "--filters", "2,4", "--no-evaluate", "--workers", "0"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli.main([*args, "--work-dir", str(first), "--patch-steps", "3"]) == 0
+    parent = json.loads((first / "brain_extraction.json").read_text())
+    assert parent["steps_with_lineage"] == 3 and len(parent["lineage"]) == 1
+    assert "3 steps on 16^3 patches" in parent["lineage"][0]
+    parent["experimental"], parent["experimental_reason"] = True, "a test"
+    (first / "brain_extraction.json").write_text(json.dumps(parent))
+    assert cli.main([*args, "--work-dir", str(second), "--patch-steps", "2", "--seed", "4",
+                     "--init-from", str(first / "brain_extraction.keras"),
+                     "--init-output"]) == 0
+    card = json.loads((second / "brain_extraction.json").read_text())
+    assert card["recipe"]["init_from"].startswith("brain_extraction.keras ")
+    assert parent["sha256"] in card["recipe"]["init_from"]
+    assert card["lineage"][:1] == parent["lineage"] and len(card["lineage"]) == 2
+    assert "2 steps" in card["lineage"][1] and "seed 4" in card["lineage"][1]
+    assert "--init-output" in card["lineage"][1]
+    assert card["steps"] == 2 and card["steps_with_lineage"] == 5
+    assert card["experimental"] is True and card["experimental_reason"] == "a test"
+
+
 def test_synthesis_training_and_evaluation(labels_dir, synthesis_model_dir):
     """Two steps of the synthesis recipe by the real command (tiny U-Net, see conftest): a
     channels-last model with one input (T1w) and three linear outputs (FLAIR, T2w, CT), its

@@ -134,6 +134,54 @@ def label_map_builds(labels_dir: Path, names: list[str]) -> dict[str, dict]:
             for name in names}
 
 
+def describe_run(recipe: Recipe, steps: int) -> str:
+    """One line of a card's lineage: what ``steps`` steps of ``recipe`` were."""
+    phases = []
+    patch_steps = min(steps, recipe.patch_steps)
+    if patch_steps:
+        source = (f"pooled from {recipe.pool} pre-rendered heads" if recipe.pool
+                  else "fresh heads")
+        phases.append(f"{patch_steps:,} steps on {recipe.patch}^3 patches ({source})")
+    if steps > recipe.patch_steps:
+        phases.append(f"{steps - recipe.patch_steps:,} whole-grid steps (fresh heads)")
+    start = ""
+    if recipe.init_from:
+        start = (" from that model (--init-from" + (" --init-output: every layer, the output "
+                 "layer too" if recipe.init_output else ": every layer but the output layer")
+                 + ")")
+    decay = f"decaying linearly to {recipe.final_learning_rate:g}"
+    rate = (f"learning rate {recipe.learning_rate:g} {decay}" if not recipe.steps else
+            f"learning rate {recipe.learning_rate / 2:g} {decay}" if not recipe.patch_steps else
+            f"learning rate {recipe.learning_rate:g} on patches, then "
+            f"{recipe.learning_rate / 2:g} {decay}")
+    return (f"{' then '.join(phases)}{start}, batch {recipe.batch_size}, generator seed "
+            f"{recipe.seed}, {rate}")
+
+
+def inherited(recipe: Recipe, steps: int) -> dict:
+    """Card fields carried from the card of ``recipe.init_from`` (the ``.json`` beside it,
+    when it is a model of the same task): the starting model named by file, version and
+    sha256, its lineage with this run added, the steps of the whole lineage and its
+    experimental status. Empty for a run from scratch."""
+    run = describe_run(recipe, steps)
+    if not recipe.init_from:
+        return {"lineage": [run], "steps_with_lineage": steps}
+    start = Path(recipe.init_from)
+    card_path = start.with_suffix(".json")
+    parent = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    if parent.get("name") != recipe.task:
+        return {"lineage": [f"weights of {start.name}", run]}
+    fields = {"init_from": f"{start.name} {parent.get('version')} (sha256 "
+                           f"{parent.get('sha256')}; see lineage)",
+              "lineage": [*parent.get("lineage", []), run],
+              "steps_with_lineage": parent.get("steps_with_lineage", parent.get("steps", 0))
+              + steps}
+    for key in ("experimental", "experimental_reason"):
+        if key in parent:
+            fields[key] = parent[key]
+    return fields
+
+
 def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Path,
                 work_dir: Path, evaluate: bool = True, wall_seconds: float | None = None,
                 ) -> dict:
@@ -141,12 +189,15 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
     import keras
 
     entry = get_entry(recipe.task)
+    state = json.loads((work_dir / "state.json").read_text())
+    history = state["history"]
+    lineage = inherited(recipe, state["step"])  # before the copy: it may replace init_from
+    recorded = json.loads(json.dumps(asdict(recipe)))
+    recorded["init_from"] = lineage.pop("init_from", recorded["init_from"])
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / entry.weights
     with atomic_path(target) as tmp:
         shutil.copyfile(model_path, tmp)
-    state = json.loads((work_dir / "state.json").read_text())
-    history = state["history"]
     card = {
         "name": recipe.task,
         "version": __version__,
@@ -156,7 +207,7 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "architecture": f"3D U-Net, group normalisation, {FINAL_ACTIVATION[recipe.task]} "
                         "output (bids_dl.models.unet)",
         **CARD_IO[recipe.task],
-        "recipe": json.loads(json.dumps(asdict(recipe))),
+        "recipe": recorded,
         "seed": recipe.seed,
         "steps": state["step"],
         "data": {"generator": GENERATORS[recipe.task],
@@ -169,6 +220,7 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
                      "wall_seconds": wall_seconds,
                      "final_loss_mean_last_100": sum(history[-100:]) / max(len(history[-100:]), 1)},
         "metrics": EVALUATORS[recipe.task](target, labels_dir) if evaluate else {},
+        **lineage,
     }
     with atomic_path(out_dir / entry.card) as tmp:
         Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
