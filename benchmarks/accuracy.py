@@ -1,15 +1,16 @@
 """Accuracy of the shipped brain-extraction model: Colin27 (real, held out), robustness
 variants of Colin27, and held-out synthetic heads of four contrasts at 1 mm and 5 mm slices.
 
-    python benchmarks/accuracy.py [--labels .cache/labels] [--from-card]
+    python benchmarks/accuracy.py [--labels .cache/labels] [--model-dir DIR] [--write-card]
+        [--from-card]
 
-``--from-card`` prints the metrics stored in the model card (measured by the same code when
-the model was written) instead of measuring again.
+The same measurement as the card's (:func:`bids_dl.training.card.evaluate_model`).
+``--write-card`` stores the metrics in the model card of ``--model-dir``; ``--from-card``
+prints the stored ones instead of measuring again.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -20,19 +21,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def measure(labels_dir: Path) -> dict:
-    from bids_dl.models.brain_extraction import brain_probability
-    from bids_dl.training import evaluate
+def measure(labels_dir: Path, cases: int, entry) -> dict:
+    """Held-out metrics of ``entry``'s model (every held-out head: ``cases`` is unused)."""
+    from bids_dl.training.card import evaluate_model
 
-    def segment(image):
-        return brain_probability(image) > 0.5
-
-    return {
-        "colin27": evaluate.colin27(segment),
-        "colin27_robustness_dice_to_clean": evaluate.robustness(brain_probability,
-                                                                evaluate.colin27_head()),
-        "synthetic_heldout_dice": evaluate.synthetic_heldout(segment, labels_dir),
-    }
+    return evaluate_model(entry.weights_path, labels_dir)
 
 
 def table(metrics: dict) -> str:
@@ -50,17 +43,9 @@ def table(metrics: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--labels", type=Path, default=ROOT / ".cache" / "labels")
-    parser.add_argument("--from-card", action="store_true")
-    args = parser.parse_args()
-    if args.from_card:
-        from bids_dl.models.registry import get_entry
+    from benchmarks.card_metrics import run
 
-        metrics = get_entry("brain-extraction").read_card()["metrics"]
-    else:
-        metrics = measure(args.labels)
-    print(table(metrics))
+    run("brain-extraction", __doc__.split("\n")[0], measure, table, 4, "benchmarks/accuracy.py")
 
 
 if __name__ == "__main__":
