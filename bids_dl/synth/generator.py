@@ -191,6 +191,21 @@ class SyntheticHeads:
                       labels)
 
 
+def random_cube(candidates: np.ndarray, shape, patch: int, rng: np.random.Generator,
+                affine: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+    """A cube of ``patch`` voxels inside a grid of ``shape``, centred (as far as the grid
+    allows) on one random row of ``candidates`` (``(n, 3)`` voxel indices; the grid centre
+    when there are none): its slices and the voxel-to-world ``affine`` of its first voxel."""
+    shape = np.array(shape)
+    centre = (candidates[int(rng.integers(len(candidates)))] if len(candidates)
+              else shape // 2)
+    low = np.clip(centre - patch // 2, 0, shape - patch)
+    box = tuple(slice(int(a), int(a) + patch) for a in low)
+    moved = affine.copy()
+    moved[:3, 3] += affine[:3, :3] @ low
+    return box, moved
+
+
 def render_native(labels: np.ndarray, contrast: str, rng: np.random.Generator,
                   slice_thickness: float | None = None, bias: float = 0.3, noise: float = 0.03,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

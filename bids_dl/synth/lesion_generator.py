@@ -23,6 +23,7 @@ from .generator import (
     GeneratorConfig,
     add_noise,
     degrade_resolution,
+    random_cube,
 )
 from .labels import LABELS, brain_mask
 from .lesions import (
@@ -171,12 +172,7 @@ def crop_patch(sample: LesionSample, patch: int | None, rng: np.random.Generator
     lesion_voxels = np.argwhere(sample.mask[0])
     pool = (lesion_voxels if len(lesion_voxels) and rng.random() < p_on_lesion
             else np.argwhere(sample.brain))
-    shape = np.array(sample.brain.shape)
-    centre = pool[int(rng.integers(len(pool)))] if len(pool) else shape // 2
-    low = np.clip(centre - patch // 2, 0, shape - patch)
-    box = tuple(slice(int(a), int(a) + patch) for a in low)
-    affine = sample.affine.copy()
-    affine[:3, 3] += affine[:3, :3] @ low
+    box, affine = random_cube(pool, sample.brain.shape, patch, rng, sample.affine)
     return LesionSample(sample.image[(slice(None), *box)], sample.mask[(slice(None), *box)],
                         sample.brain[box], sample.present, affine)
 

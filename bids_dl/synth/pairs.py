@@ -26,6 +26,7 @@ from .generator import (
     GeneratorConfig,
     add_noise,
     degrade_resolution,
+    random_cube,
 )
 from .labels import LABELS, brain_mask
 from .lesions import HeadsWithLesions
@@ -152,12 +153,7 @@ def crop_pair(sample: PairSample, patch: int | None, rng: np.random.Generator) -
     over the whole brain, as at inference)."""
     if not patch:
         return sample
-    pool = np.argwhere(sample.brain)
-    shape = np.array(sample.brain.shape)
-    centre = pool[int(rng.integers(len(pool)))] if len(pool) else shape // 2
-    low = np.clip(centre - patch // 2, 0, shape - patch)
-    box = tuple(slice(int(a), int(a) + patch) for a in low)
-    affine = sample.affine.copy()
-    affine[:3, 3] += affine[:3, :3] @ low
+    box, affine = random_cube(np.argwhere(sample.brain), sample.brain.shape, patch, rng,
+                              sample.affine)
     return PairSample(sample.source[(slice(None), *box)], sample.targets[(slice(None), *box)],
                       sample.brain[box], sample.head[box], sample.lesions[box], affine)
