@@ -12,13 +12,12 @@ pytestmark = pytest.mark.skipif(not available("lesion-segmentation"),
                                 reason="no trained lesion-segmentation model is installed")
 
 #: Floors under the shipped (experimental) model's values on this head (held-out jhu189 head
-#: with a drawn cortex; FLAIR + T1w Dice 0.49, precision 0.86, F1 0.59), so a regression of the
-#: model or of the inference path fails; the issue's targets (Dice 0.75, sensitivity 0.9,
-#: 0.5 ml) are in benchmarks/lesion_accuracy.py. FLAIR alone finds few of this head's lesions
-#: (Dice 0.01, F1 0.17: a known weakness, mean Dice 0.27 over 3 heads), but what it finds must
-#: be lesions.
-FLOORS = {"FLAIR+T1w": 0.4}
-MIN_SENSITIVITY = 0.3
+#: with a drawn cortex; session 8: FLAIR + T1w Dice 0.64, sensitivity 1.0, precision 0.82, F1
+#: 0.82; FLAIR alone Dice 0.42, sensitivity 0.89, precision 1.0), so a regression of the model
+#: or of the inference path fails; the issue's targets (Dice 0.75, sensitivity 0.9, 0.5 ml)
+#: are in benchmarks/lesion_accuracy.py.
+FLOORS = {"FLAIR+T1w": 0.55, "FLAIR": 0.3}
+MIN_SENSITIVITY = 0.7
 MIN_FLAIR_ALONE_PRECISION = 0.9
 MAX_LESION_FREE_ML = 0.5
 
@@ -47,11 +46,11 @@ def _segment(flair, t1w):
 def test_lesions_found_on_a_held_out_head(labels_dir):
     from bids_dl.training.evaluate_lesions import synthetic_lesions
 
-    result = synthetic_lesions(_segment, labels_dir, cases=1, modes=(*FLOORS, "FLAIR"))
+    result = synthetic_lesions(_segment, labels_dir, cases=1, modes=tuple(FLOORS))
     for mode, floor in FLOORS.items():
         assert result[mode]["dice"] >= floor, result
         assert result[mode]["sensitivity_ge_100mm3"] >= MIN_SENSITIVITY, result
-    assert result["FLAIR"]["f1"] > 0 and result["FLAIR"]["precision"] >= MIN_FLAIR_ALONE_PRECISION
+    assert result["FLAIR"]["precision"] >= MIN_FLAIR_ALONE_PRECISION, result
 
 
 def test_little_found_on_a_lesion_free_head(labels_dir):
