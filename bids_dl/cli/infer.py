@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .. import __version__
@@ -70,19 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_writable(out_prefix: str) -> None:
-    """Fail before any work when the folder of ``out_prefix`` cannot be written."""
+    """Fail before any work (and before importing Keras) when the folder of ``out_prefix``
+    cannot be written: a scratch folder is made and removed in its nearest existing parent
+    (a permission check alone passes for root, who may still be refused, e.g. in /proc)."""
     folder = Path(out_prefix).absolute().parent
     existing = folder
     while not existing.exists():
         existing = existing.parent
+    problem = None
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OSError(f"{folder}: cannot write output here ({existing} is not writable)")
+        problem = "is not writable"
+    else:
+        try:
+            tempfile.TemporaryDirectory(dir=existing, prefix=".bids-dl-check-").cleanup()
+        except OSError as error:
+            problem = f"refuses new files: {error.strerror}"
+    if problem:
+        raise OSError(f"{folder}: cannot write output here ({existing} {problem})")
 
 
 def run_brain_extraction(args: argparse.Namespace) -> int:
-    from ..models.brain_extraction import extract_brain
-
     check_writable(args.out_prefix)
+    from ..models.brain_extraction import extract_brain
     result = extract_brain(args.in_file, device=args.device, threshold=args.threshold)
     written = result.write(args.out_prefix)
     if not args.quiet:
@@ -93,9 +103,8 @@ def run_brain_extraction(args: argparse.Namespace) -> int:
 
 
 def run_lesion_segmentation(args: argparse.Namespace) -> int:
-    from ..models.lesion_segmentation import segment_lesions
-
     check_writable(args.out_prefix)
+    from ..models.lesion_segmentation import segment_lesions
     result = segment_lesions(args.flair, args.t1w, device=args.device,
                              threshold=args.threshold)
     written = result.write(args.out_prefix)
@@ -112,9 +121,8 @@ def run_lesion_segmentation(args: argparse.Namespace) -> int:
 
 
 def run_contrast_synthesis(args: argparse.Namespace) -> int:
-    from ..models.contrast_synthesis import synthesize
-
     check_writable(args.out_prefix)
+    from ..models.contrast_synthesis import synthesize
     targets = tuple(dict.fromkeys(args.to))
     result = synthesize(args.in_file, targets, device=args.device)
     written = result.write(args.out_prefix)
