@@ -162,7 +162,7 @@ def inherited(recipe: Recipe, steps: int) -> dict:
     """Card fields carried from the card of ``recipe.init_from`` (the ``.json`` beside it,
     when it is a model of the same task): the starting model named by file, version and
     sha256, its lineage with this run added, the steps of the whole lineage and its
-    experimental status. Empty for a run from scratch."""
+    experimental status. A run from scratch starts a lineage of one run."""
     run = describe_run(recipe, steps)
     if not recipe.init_from:
         return {"lineage": [run], "steps_with_lineage": steps}
