@@ -26,14 +26,14 @@ TARGETS = {"dice": "≥ 0.75", "sensitivity_ge_100mm3": "≥ 0.9", "f1": "≥ 0.
 def measure(labels_dir: Path, cases: int, entry=None) -> dict:
     import numpy as np
 
-    from bids_dl.models.lesion_segmentation import THRESHOLD, segment_lesions
+    from bids_dl.models.lesion_segmentation import INPUT_SETS, card_threshold, segment_lesions
     from bids_dl.training import evaluate_lesions
 
     def segment(flair, t1w):
         return np.asarray(segment_lesions(flair, t1w).mask.dataobj) > 0
 
-    threshold = entry.read_card().get("threshold", THRESHOLD) if entry else THRESHOLD
-    return {"threshold": threshold,
+    card = entry.read_card() if entry else {}
+    return {"thresholds": {inputs: card_threshold(card, inputs) for inputs in INPUT_SETS},
             **evaluate_lesions.evaluate_all(segment, labels_dir, cases)}
 
 
@@ -53,8 +53,9 @@ def table(metrics: dict) -> str:
     colin = metrics["colin27_t1w_false_positive_ml"]
     value = f"{colin:.2f}" if isinstance(colin, float) else colin
     lines.append(f"| Colin27 T1w alone (healthy), target ≤ 1 ml | | | | | {value} |")
-    if "threshold" in metrics:
-        lines.append(f"\nlesion threshold {metrics['threshold']} (the model card's; 0.5 without one)")
+    if "thresholds" in metrics:
+        used = ", ".join(f"{inputs} {value:.2f}" for inputs, value in metrics["thresholds"].items())
+        lines.append(f"\nlesion thresholds (the model card's; 0.5 without one): {used}")
     lines.append(f"\ntargets (FLAIR + T1w): Dice {TARGETS['dice']}, sensitivity "
                  f"{TARGETS['sensitivity_ge_100mm3']}, F1 {TARGETS['f1']}")
     return "\n".join(lines)

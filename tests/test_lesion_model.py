@@ -23,18 +23,20 @@ MAX_LESION_FREE_ML = 0.5
 
 
 def _segment(flair, t1w):
-    """The mask of the shipped path, checked to be the card's calibrated threshold applied
-    to the probability map (small components removed)."""
+    """The mask of the shipped path, checked to be the card's threshold calibrated for these
+    inputs applied to the probability map (small components removed)."""
     from bids_dl.models.lesion_segmentation import (
         MIN_LESION_MM3,
-        THRESHOLD,
+        card_threshold,
+        input_set,
         remove_small,
         segment_lesions,
     )
     from bids_dl.models.registry import get_entry
 
     result = segment_lesions(flair, t1w, device="cpu")
-    threshold = get_entry("lesion-segmentation").read_card().get("threshold", THRESHOLD)
+    threshold = card_threshold(get_entry("lesion-segmentation").read_card(),
+                               input_set(flair is not None, t1w is not None))
     assert result.threshold == threshold
     probability = np.asarray(result.probseg.dataobj)
     expected = remove_small(probability > threshold, result.mask.affine, MIN_LESION_MM3)

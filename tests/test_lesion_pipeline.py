@@ -99,12 +99,15 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
                                                                         monkeypatch):
     """With probabilities 0.6 in the true lesions and 0.4 in a 2-voxel ring around them, any
     threshold in [0.4, 0.6) is perfect, lower ones take the ring in, higher ones find
-    nothing: the calibration picks the highest perfect one (0.55) from training anatomies."""
+    nothing: the calibration picks the highest perfect one (0.55) from training anatomies.
+    FLAIR alone is given 0.7 / 0.5 (the best is then 0.65) and T1w alone 0.6 / 0.4 plus a
+    0.45 false positive: each input combination gets its own threshold, from the inputs
+    it was given."""
     from scipy import ndimage
 
     from bids_dl.training import calibrate_lesions
 
-    truths = []
+    truths, calls = [], []
     render = calibrate_lesions.render_case
 
     def recording(*args, **kwargs):
@@ -113,17 +116,46 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
         return out
 
     def probability(flair, t1w):
-        assert nib.load(flair).shape == nib.load(t1w).shape
+        calls.append((flair is not None, t1w is not None))
+        if flair and t1w:
+            assert nib.load(flair).shape == nib.load(t1w).shape
         truth = truths[-1]
         ring = ndimage.binary_dilation(truth, iterations=2) & ~truth
-        return np.where(truth, 0.6, np.where(ring, 0.4, 0.0)).astype(np.float32)
+        inside, around = (0.7, 0.5) if t1w is None else (0.6, 0.4)
+        values = np.where(truth, inside, np.where(ring, around, 0.0)).astype(np.float32)
+        if flair is None:
+            values[:6, :6, :6] = 0.45  # a 216 mm3 false positive in the corner
+        return values
 
     monkeypatch.setattr(calibrate_lesions, "render_case", recording)
     result = calibrate_lesions.calibrate_threshold(probability, labels_dir, cases=1)
-    rows = {row["threshold"]: row for row in result["per_threshold"]}
+    rows = {row["threshold"]: row
+            for row in result["per_input"]["FLAIR+T1w"]["per_threshold"]}
     assert result["threshold"] == 0.55
+    assert result["thresholds"] == {"FLAIR+T1w": 0.55, "FLAIR": 0.65, "T1w": 0.55}
     assert rows[0.4]["dice"] == rows[0.55]["dice"] == 1.0
     assert rows[0.35]["dice"] < 0.9 and rows[0.6]["dice"] == 0.0
     assert all(row["lesion_free_ml"] == 0.0 for row in rows.values())
+    t1w_rows = {row["threshold"]: row for row in result["per_input"]["T1w"]["per_threshold"]}
+    assert t1w_rows[0.4]["lesion_free_ml"] == 0.216 and t1w_rows[0.45]["lesion_free_ml"] == 0
+    assert t1w_rows[0.4]["dice"] < 1.0 and t1w_rows[0.45]["dice"] == 1.0
+    assert calls == [(True, True), (True, False), (False, True)] * 2
     assert all(not name.startswith("jhu189") for name in result["label_maps"])
     assert len(truths) == 2 and not truths[1].any()  # the second head is lesion-free
+
+
+def test_methods_text_states_the_thresholds_inference_uses():
+    """The report's methods paragraph names the card's thresholds (one per input combination
+    when they differ) as inference applies them, not a fixed 0.5."""
+    from bids_dl.models.lesion_segmentation import card_threshold
+    from bids_dl.reports.boilerplate import methods_text
+
+    card = {"version": "0.1.0", "sha256": "ab" * 32, "steps": 10, "threshold": 0.5,
+            "thresholds": {"FLAIR+T1w": 0.5, "FLAIR": 0.35, "T1w": 0.7}}
+    text = methods_text({"lesion-segmentation": card}, ["FLAIR", "T1w"])
+    assert "0.50 (FLAIR + T1w), 0.35 (FLAIR alone), 0.70 (T1w alone)" in text
+    assert card_threshold(card, "FLAIR") == 0.35 and card_threshold(card, "T1w") == 0.7
+    single = {**card, "thresholds": {}, "threshold": 0.45}
+    assert "thresholded at 0.45, and lesions" in methods_text(
+        {"lesion-segmentation": single}, ["FLAIR"])
+    assert card_threshold({}, "T1w") == 0.5

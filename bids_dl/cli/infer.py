@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where the CNNs run (default: a GPU when there is one)")
     lesions.add_argument("--threshold", type=float, default=None,
                          help="probability above which a voxel is lesion (default: the "
-                         "threshold calibrated in the model card, 0.5 without one)")
+                         "threshold the model card calibrated for the inputs given, 0.5 without one)")
     lesions.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     synthesis = tasks.add_parser(
         "contrast-synthesis",

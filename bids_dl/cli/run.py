@@ -294,8 +294,9 @@ def run_workflow(opts, paths: Paths, selection, tasks, cards, nprocs: int,
         "monitoring": {"enabled": False},
     })
     nipype_logging.update_logging(config)
-    # weights and calibrated threshold: a new model or a recalibrated card reruns the node
-    model_ids = {name: f"{name}:{card.get('sha256')}:{card.get('threshold', '')}"
+    # weights and calibrated thresholds: a new model or a recalibrated card reruns the node
+    model_ids = {name: f"{name}:{card.get('sha256')}:{card.get('threshold', '')}:"
+                       f"{json.dumps(card.get('thresholds', {}), sort_keys=True)}"
                  for name, card in cards.items()}
     workflow = init_bids_dl_wf(selection.images, tasks, paths.output_dir, paths.work_dir,
                                opts.device, omp_nthreads, model_ids)

@@ -22,7 +22,7 @@ class _LesionSegmentationInputSpec(BaseInterfaceInputSpec):
                                         "when the brain-extraction task made one")
     device = traits.Enum("auto", "cpu", "gpu", usedefault=True, desc="where the CNNs run")
     threshold = traits.Range(low=0.0, high=1.0, desc="probability above which a voxel is "
-                             "lesion (default: the model card's calibrated threshold)")
+                             "lesion (default: the model card's threshold calibrated for the inputs given)")
     num_threads = traits.Int(1, usedefault=True, desc="CPU threads for the CNNs")
     model_id = traits.Str(desc="name and sha256 of the model (a new model reruns the node)")
     synthetic = traits.List(traits.Str, desc="inputs that are synthetic (e.g. ['FLAIR'])")

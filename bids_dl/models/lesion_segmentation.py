@@ -36,6 +36,8 @@ from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
 
 TASK = "lesion-segmentation"
 THRESHOLD = 0.5  # without a calibrated threshold in the model card
+#: The input combinations the model takes (a card calibrates a threshold for each).
+INPUT_SETS = ("FLAIR+T1w", "FLAIR", "T1w")
 MIN_LESION_MM3 = 10.0
 TILE = 64  # the model was trained on 64³ patches of the 1.5 mm grid: it runs on such tiles
 TILE_OVERLAP = 0.05  # tiles over the brain's box overlap by >= 4 voxels: 2 per axis for
@@ -196,6 +198,19 @@ def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float) -> np.nda
     return keep[labels]
 
 
+def input_set(flair: bool, t1w: bool) -> str:
+    """The name of an input combination (one of :data:`INPUT_SETS`)."""
+    if not (flair or t1w):
+        raise InputImageError("lesion segmentation needs a FLAIR, a T1w or both")
+    return "FLAIR+T1w" if flair and t1w else "FLAIR" if flair else "T1w"
+
+
+def card_threshold(card: dict, inputs: str) -> float:
+    """The lesion probability cut-off a model card calibrated for ``inputs`` (one of
+    :data:`INPUT_SETS`): ``thresholds[inputs]``, else its single ``threshold``, else 0.5."""
+    return float(card.get("thresholds", {}).get(inputs, card.get("threshold", THRESHOLD)))
+
+
 def _thickest_slice(image: nib.Nifti1Image) -> float:
     return float(np.sqrt((image.affine[:3, :3] ** 2).sum(0)).max())
 
@@ -206,8 +221,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
                     brain_mask: str | os.PathLike | None = None) -> LesionResult:
     """Segment white-matter lesions; at least one of ``flair`` and ``t1w``; ``model``: a
     Keras model to use instead of the shipped one (evaluation of a candidate);
-    ``threshold``: lesion probability cut-off (default: the card's calibrated ``threshold``,
-    else 0.5);
+    ``threshold``: lesion probability cut-off (default: the card's threshold calibrated for
+    the inputs given, :func:`card_threshold`);
     ``brain_mask``: the reference image's brain mask when already known (e.g. from the
     brain-extraction task of the same run; same grid as the reference), else the
     brain-extraction model makes it. Raises :class:`InputImageError` for unusable input
@@ -246,7 +261,7 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     timings["brain_mask"] = time.perf_counter() - tic
     model, card = model_or_shipped(TASK, model)
     if threshold is None:
-        threshold = float(card.get("threshold", THRESHOLD))
+        threshold = card_threshold(card, input_set("FLAIR" in loaded, "T1w" in loaded))
     used = device_in_use(device)
     engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
     tic = time.perf_counter()

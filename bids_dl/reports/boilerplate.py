@@ -56,7 +56,8 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "grid centred on the brain (brain mask from the brain-extraction model), "
             "normalised inside the brain, and segmented; lesion probabilities outside the "
             "dilated brain mask were set to 0, resampled onto the FLAIR's grid (the T1w's when "
-            "alone), thresholded at 0.5, and lesions smaller than 10 mm3 were removed. Each "
+            f"alone), thresholded at {_lesion_thresholds(card)}, and lesions smaller than "
+            "10 mm3 were removed. Each "
             "lesion was classed as infratentorial, periventricular (within 3 mm of the "
             "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
             "model's own ventricle, cortex and infratentorial outputs."
@@ -80,3 +81,15 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
         "Yarkoni T. et al. (2019) PyBIDS. JOSS 4(40):1294. Hoopes A. et al. (2022) SynthStrip. "
         "NeuroImage 260:119474.")
     return "\n\n".join(paragraphs)
+
+
+def _lesion_thresholds(card: dict) -> str:
+    """The card's lesion thresholds in words: one value, or one per input combination."""
+    from ..models.lesion_segmentation import INPUT_SETS, card_threshold
+
+    values = {inputs: card_threshold(card, inputs) for inputs in INPUT_SETS}
+    if len(set(values.values())) == 1:
+        return f"{values['FLAIR+T1w']:.2f}"
+    words = {"FLAIR+T1w": "FLAIR + T1w", "FLAIR": "FLAIR alone", "T1w": "T1w alone"}
+    listed = ", ".join(f"{value:.2f} ({words[inputs]})" for inputs, value in values.items())
+    return f"the probability calibrated on validation heads for the inputs used: {listed}"

@@ -1,11 +1,13 @@
-"""Calibrate the lesion threshold on validation heads: the training anatomies (never the
+"""Calibrate the lesion thresholds on validation heads: the training anatomies (never the
 held-out jhu189 maps or Colin27) with lesions placed and rendered from seeds that neither
 training nor the held-out evaluation uses.
 
-The model's probabilities are computed once per head (FLAIR + T1w, the whole inference path)
-and thresholded at each candidate; the highest threshold whose mean voxel Dice is within
-``DICE_TOLERANCE`` of the best (where Dice hardly changes: fewer false positives) is stored in
-the model card (``"threshold"``), which inference uses unless ``--threshold`` is given.
+The model's probabilities are computed once per head and input combination (FLAIR + T1w,
+FLAIR alone, T1w alone; the whole inference path) and thresholded at each candidate; for each
+combination, the highest threshold whose mean voxel Dice is within ``DICE_TOLERANCE`` of the
+best (where Dice hardly changes: fewer false positives) is stored in the model card
+(``"thresholds"``; ``"threshold"`` is the FLAIR + T1w one), which inference uses unless
+``--threshold`` is given.
 
     python -m bids_dl.training.calibrate_lesions [--model-dir DIR] [--cases 3] [--write-card]
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..models.lesion_segmentation import INPUT_SETS
 from ..synth.lesions import LesionAnatomy
 from .data import load_label_maps
 from .evaluate_lesions import lesion_metrics, render_case
@@ -29,21 +32,24 @@ from .evaluate_lesions import lesion_metrics, render_case
 VALIDATION_SEED = 5_000  # render_case seeds of validation heads (held-out ones use 0-199)
 DICE_TOLERANCE = 0.01
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.2, 0.86, 0.05))
-#: ``(flair_path, t1w_path) -> lesion probability`` on the FLAIR's grid.
-ProbabilityFn = Callable[[str, str], np.ndarray]
+#: ``(flair_path or None, t1w_path or None) -> lesion probability`` on the reference grid
+#: (the FLAIR's, the T1w's when alone; one grid here).
+ProbabilityFn = Callable[[str | None, str | None], np.ndarray]
 
 
 def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int = 3,
-                        thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
-    """Mean Dice, lesion-wise F1 and (on one lesion-free head) false-positive ml per
-    threshold over ``cases`` validation heads with 15-40 lesions; ``threshold``: the highest
-    one whose mean Dice is within ``DICE_TOLERANCE`` of the best."""
+                        thresholds: tuple[float, ...] = THRESHOLDS,
+                        input_sets: tuple[str, ...] = INPUT_SETS) -> dict:
+    """Per input combination: mean Dice, lesion-wise F1 and (on one lesion-free head)
+    false-positive ml per threshold over ``cases`` validation heads with 15-40 lesions, and
+    the chosen threshold (the highest one whose mean Dice is within ``DICE_TOLERANCE`` of
+    the best). ``threshold`` is the first combination's (FLAIR + T1w)."""
     from ..models.lesion_segmentation import MIN_LESION_MM3, remove_small
 
     maps, names = load_label_maps(labels_dir, "train")
-    dice = {t: [] for t in thresholds}
-    f1 = {t: [] for t in thresholds}
-    free_ml: dict[float, float] = {}
+    dice = {(inputs, t): [] for inputs in input_sets for t in thresholds}
+    f1 = {(inputs, t): [] for inputs in input_sets for t in thresholds}
+    free_ml: dict[tuple[str, float], float] = {}
     used = set()
     for case in range(cases + 1):
         index = (case * 5) % len(maps)  # spread over the template families
@@ -52,31 +58,41 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
         count = 0 if case == cases else 15 + (case * 11) % 26
         flair, t1w, truth, _ = render_case(labels, LesionAnatomy.from_labels(labels),
                                            VALIDATION_SEED + case, count)
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = [str(Path(tmp) / f"{name}.nii.gz") for name in ("FLAIR", "T1w")]
-            nib.save(flair, paths[0])
-            nib.save(t1w, paths[1])
-            values = probability(*paths)
         voxel = abs(float(np.linalg.det(flair.affine[:3, :3])))
-        for threshold in thresholds:
-            mask = remove_small(values > threshold, flair.affine, MIN_LESION_MM3)
-            if count == 0:
-                free_ml[threshold] = round(float(mask.sum()) * voxel / 1000, 3)
-                continue
-            metrics = lesion_metrics(mask, truth, voxel)
-            dice[threshold].append(metrics["dice"])
-            f1[threshold].append(metrics["f1"])
-    mean_dice = {t: round(float(np.mean(v)), 4) for t, v in dice.items()}
-    top = max(mean_dice.values())
-    best = max(t for t in thresholds if mean_dice[t] >= top - DICE_TOLERANCE)
-    return {"threshold": best, "cases": cases,
-            "label_maps": sorted(used),
-            "seeds": f"render_case seeds {VALIDATION_SEED}-{VALIDATION_SEED + cases}",
-            "criterion": f"highest threshold with a mean voxel Dice (FLAIR + T1w) within "
-                         f"{DICE_TOLERANCE} of the best",
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {name: str(Path(tmp) / f"{name}.nii.gz") for name in ("FLAIR", "T1w")}
+            nib.save(flair, paths["FLAIR"])
+            nib.save(t1w, paths["T1w"])
+            for inputs in input_sets:
+                given = inputs.split("+")
+                values = probability(paths["FLAIR"] if "FLAIR" in given else None,
+                                     paths["T1w"] if "T1w" in given else None)
+                for threshold in thresholds:
+                    mask = remove_small(values > threshold, flair.affine, MIN_LESION_MM3)
+                    if count == 0:
+                        free_ml[inputs, threshold] = round(float(mask.sum()) * voxel / 1000,
+                                                           3)
+                        continue
+                    metrics = lesion_metrics(mask, truth, voxel)
+                    dice[inputs, threshold].append(metrics["dice"])
+                    f1[inputs, threshold].append(metrics["f1"])
+    per_input = {}
+    for inputs in input_sets:
+        mean_dice = {t: round(float(np.mean(dice[inputs, t])), 4) for t in thresholds}
+        top = max(mean_dice.values())
+        per_input[inputs] = {
+            "threshold": max(t for t in thresholds if mean_dice[t] >= top - DICE_TOLERANCE),
             "per_threshold": [{"threshold": t, "dice": mean_dice[t],
-                               "f1": round(float(np.mean(f1[t])), 4),
-                               "lesion_free_ml": free_ml.get(t)} for t in thresholds]}
+                               "f1": round(float(np.mean(f1[inputs, t])), 4),
+                               "lesion_free_ml": free_ml.get((inputs, t))}
+                              for t in thresholds]}
+    return {"threshold": per_input[input_sets[0]]["threshold"],
+            "thresholds": {inputs: per_input[inputs]["threshold"] for inputs in input_sets},
+            "cases": cases, "label_maps": sorted(used),
+            "seeds": f"render_case seeds {VALIDATION_SEED}-{VALIDATION_SEED + cases}",
+            "criterion": f"per input combination, the highest threshold with a mean voxel "
+                         f"Dice within {DICE_TOLERANCE} of the best",
+            "per_input": per_input}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,20 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     from ..models.registry import get_entry
     from ..utils.io import atomic_path
 
-    def probability(flair: str, t1w: str) -> np.ndarray:
+    def probability(flair: str | None, t1w: str | None) -> np.ndarray:
         return np.asarray(segment_lesions(flair, t1w, device="cpu").probseg.dataobj,
                           np.float32)
 
     result = calibrate_threshold(probability, args.labels, args.cases)
-    print("| threshold | Dice | lesion F1 | lesion-free ml |\n|---|---|---|---|")
-    for row in result["per_threshold"]:
-        print(f"| {row['threshold']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
-              f"{row['lesion_free_ml']} |")
-    print(f"\nchosen: {result['threshold']:.2f} ({result['criterion']})")
+    for inputs, calibration in result["per_input"].items():
+        print(f"\n{inputs}\n\n| threshold | Dice | lesion F1 | lesion-free ml |\n"
+              "|---|---|---|---|")
+        for row in calibration["per_threshold"]:
+            print(f"| {row['threshold']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
+                  f"{row['lesion_free_ml']} |")
+        print(f"\nchosen for {inputs}: {calibration['threshold']:.2f}")
+    print(f"\n({result['criterion']})")
     if args.write_card:
         entry = get_entry("lesion-segmentation")
         card = entry.read_card()
         card["threshold"] = result["threshold"]
+        card["thresholds"] = result["thresholds"]
         card["threshold_calibration"] = result
         with atomic_path(entry.card_path) as tmp:
             Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
