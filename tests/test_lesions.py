@@ -18,6 +18,7 @@ from bids_dl.synth.lesions import (
     lesion_intensity,
     paint_lesions,
     simulate_lesions,
+    simulate_perivascular_spaces,
 )
 from bids_dl.utils.registration import rigid_register, world_overlap
 
@@ -217,3 +218,72 @@ def test_lesion_training_samples(head):
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, again))
     assert not any(p.image[1].any() for p in first)
     assert not np.array_equal(first[0].image, first[1].image)
+
+
+def test_perivascular_spaces_are_thin_vertical_csf_tubes_apart_from_lesions(head):
+    """Enlarged perivascular spaces: in the deep grey or cerebral white matter only, never in
+    a lesion, each tube at most 3 mm across and running within 30° of the superior-inferior
+    axis (the longest principal axis of every long component); seeded; half of the heads
+    have none by default."""
+    labels, _, anatomy = head
+    lesions = simulate_lesions(anatomy, np.random.default_rng(5), count=20).astype(bool)
+    spaces = simulate_perivascular_spaces(labels, np.random.default_rng(5), 25, lesions)
+    again = simulate_perivascular_spaces(labels, np.random.default_rng(5), 25, lesions)
+    assert np.array_equal(spaces, again) and spaces.any()
+    assert np.isin(labels[spaces], [LABELS["deep_gm"], LABELS["cerebral_wm"]]).all()
+    assert not (spaces & lesions).any()
+    components, count, sizes = _components(spaces)
+    assert count >= 15  # 25 tubes; a few touch or are clipped to nothing
+    assert sizes.max() <= np.pi * 1.5**2 * 15 * 2  # two crossing tubes at most
+    tilts = []
+    for index in np.flatnonzero(sizes >= 15) + 1:
+        points = np.argwhere(components == index).astype(float)
+        extent = points.max(0) - points.min(0)
+        if extent[2] < 6:  # clipped short: no direction to measure
+            continue
+        longest = _principal_axes(components == index)[1]
+        tilts.append(np.degrees(np.arccos(abs(longest[2]))))
+        assert min(extent[:2]) <= 3 + 15 * np.sin(np.radians(30)) + 1
+    assert tilts and max(tilts) < 40, tilts  # 30° drawn, voxelised
+    drawn = [simulate_perivascular_spaces(labels, np.random.default_rng(seed)).any()
+             for seed in range(20)]
+    assert 4 <= sum(drawn) <= 16  # about half of the heads
+    assert not simulate_perivascular_spaces(labels, np.random.default_rng(0), 0).any()
+
+
+def test_lesion_samples_render_perivascular_spaces_like_csf(head, monkeypatch):
+    """On the model grid the mimics are white or deep grey matter relabelled as CSF, never
+    lesion targets, and render dark against white matter on FLAIR and T1w (CSF-like, where
+    FLAIR lesions are bright); the config switches them off."""
+    from bids_dl.synth import lesions as lesion_module
+    from bids_dl.synth.lesion_generator import LesionConfig, LesionHeads
+
+    labels, _, _ = head
+    original = lesion_module.simulate_perivascular_spaces
+    drawn = []
+
+    def thirty(labels, rng, count=None, avoid=None):  # fixed tubes; the outer draws untouched
+        drawn.append(original(labels, np.random.default_rng(0), 30, avoid))
+        return drawn[-1]
+
+    monkeypatch.setattr(lesion_module, "simulate_perivascular_spaces", thirty)
+    heads, geometry = LesionHeads([labels]), LesionConfig().geometry
+    with_spaces, fraction, _ = heads.on_grid(0, np.random.default_rng(3), geometry, 10, True)
+    plain, same_fraction, _ = heads.on_grid(0, np.random.default_rng(3), geometry, 10, False)
+    assert len(drawn) == 1 and np.array_equal(fraction, same_fraction)
+    changed = with_spaces != plain
+    assert changed.sum() > 50
+    assert (with_spaces[changed] == LABELS["sulcal_csf"]).all()
+    assert np.isin(plain[changed], [LABELS["deep_gm"], LABELS["cerebral_wm"]]).all()
+    assert not (changed & (fraction >= 0.5)).any()
+    white = (plain == LABELS["cerebral_wm"]) & ~ndimage.binary_dilation(changed, iterations=2)
+    lesion = fraction >= 0.9
+    for contrast in ("FLAIR", "T1w"):
+        image = heads._render(with_spaces, fraction, contrast, np.random.default_rng(1))
+        assert image[changed].mean() < 0.9 * np.median(image[white]), contrast
+        if contrast == "FLAIR" and lesion.any():
+            assert image[lesion].mean() > np.median(image[white]) > image[changed].mean()
+    LesionHeads([labels], LesionConfig(perivascular_spaces=False)).sample(11, lesion_count=5)
+    assert len(drawn) == 1  # off: never drawn
+    LesionHeads([labels]).sample(11, lesion_count=5)
+    assert len(drawn) == 2

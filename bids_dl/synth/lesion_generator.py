@@ -1,7 +1,8 @@
 """Training samples for lesion segmentation: co-registered FLAIR and T1w of one synthetic head
 with synthetic lesions, on the lesion model grid.
 
-Each sample: a head label map, fresh lesions (:mod:`bids_dl.synth.lesions`), one random
+Each sample: a head label map, fresh lesions and lesion mimics (enlarged perivascular spaces,
+CSF-like; :mod:`bids_dl.synth.lesions`), one random
 geometry (affine + warp) shared by both contrasts, then per contrast its own label
 intensities (FLAIR or T1w ordering, lesions painted in), texture, bias field, resolution (FLAIR
 often with thick slices), noise and gamma, normalised inside the brain. A contrast is left out
@@ -57,6 +58,9 @@ class LesionConfig:
     p_thick_t1w: float = 0.15
     patch: int | None = None  # cubic training patches of this many voxels (None: whole grid)
     p_patch_on_lesion: float = 0.7
+    #: Lesion mimics: enlarged perivascular spaces (CSF-like tubes) in half of the heads
+    #: (:func:`~bids_dl.synth.lesions.simulate_perivascular_spaces`); off: none
+    perivascular_spaces: bool = True
 
 
 @dataclass
@@ -124,7 +128,7 @@ class LesionHeads(HeadsWithLesions):
         config = self.config
         index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
         grid_labels, fraction, affine = self.on_grid(index, rng, config.geometry,
-                                                     lesion_count)
+                                                     lesion_count, config.perivascular_spaces)
         brain = brain_mask(grid_labels)
         targets = [fraction >= 0.5] + [np.isin(grid_labels, _TARGET_LABELS[name])
                                        for name in TARGETS[1:]]

@@ -15,6 +15,10 @@ the shapes and places real white-matter hyperintensities and MS lesions take:
 Each lesion is an ellipsoid roughened by smooth noise and clipped to the white matter; its
 volume is drawn log-uniformly within its class's range (10 mm³ to 30 ml). A head gets 0 to
 60 lesions; lesion-free heads are drawn on purpose, so that a model learns to say "none".
+
+Lesion mimics that are not lesions: enlarged perivascular spaces
+(:func:`simulate_perivascular_spaces`), thin CSF-filled tubes along the perforating arteries
+in the basal ganglia and the white matter, dark on T1w like lesions but dark on FLAIR too.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ VOLUME_RANGE_MM3 = {"periventricular": (30.0, 4000.0), "deep": (10.0, 1500.0),
 MAX_LESIONS = 60
 MIN_LESION_MM3 = 10
 P_LESION_FREE = 0.15
+#: Enlarged perivascular spaces (Wardlaw et al. 2013, STRIVE: round or linear, <= 3 mm
+#: across, CSF-like in every contrast; basal ganglia and centrum semiovale).
+PVS_DIAMETER_MM = (1.0, 3.0)
+PVS_LENGTH_MM = (3.0, 15.0)
+PVS_MAX_TILT_DEG = 30.0  # from the superior-inferior axis (the course of the perforators)
+MAX_PVS = 40
 CEREBRAL_WM = LABELS["cerebral_wm"]
 INFRATENTORIAL_WM = (LABELS["cerebellar_wm"], LABELS["brainstem"])
 
@@ -155,6 +165,43 @@ def simulate_lesions(anatomy: LesionAnatomy, rng: np.random.Generator,
     return remove_small_lesions(mask, MIN_LESION_MM3)
 
 
+def simulate_perivascular_spaces(labels: np.ndarray, rng: np.random.Generator,
+                                 count: int | None = None,
+                                 avoid: np.ndarray | None = None) -> np.ndarray:
+    """Enlarged perivascular spaces of one head (bool mask on the 1 mm label grid of
+    ``labels``): ``count`` tubes (default: none in half of the heads, else 1-40, mostly
+    few) of :data:`PVS_DIAMETER_MM` across and :data:`PVS_LENGTH_MM` long, running within
+    :data:`PVS_MAX_TILT_DEG` of the superior-inferior axis, centred in the deep grey matter
+    or the cerebral white matter and clipped to them, never inside ``avoid`` (the lesions)."""
+    tissue = np.isin(labels, (LABELS["deep_gm"], CEREBRAL_WM))
+    if avoid is not None:
+        tissue &= ~avoid.astype(bool)
+    if count is None:
+        count = 0 if rng.random() < 0.5 else min(MAX_PVS, 1 + int(rng.exponential(8)))
+    mask = np.zeros(labels.shape, bool)
+    centres = np.argwhere(tissue[::2, ::2, ::2]) * 2
+    if not count or not len(centres):
+        return mask
+    for _ in range(count):
+        centre = centres[int(rng.integers(len(centres)))]
+        radius = rng.uniform(*PVS_DIAMETER_MM) / 2
+        half_length = rng.uniform(*PVS_LENGTH_MM) / 2
+        tilt = np.deg2rad(rng.uniform(0, PVS_MAX_TILT_DEG))
+        turn = rng.uniform(0, 2 * np.pi)
+        axis = np.array([np.sin(tilt) * np.cos(turn), np.sin(tilt) * np.sin(turn),
+                         np.cos(tilt)])
+        half = int(np.ceil(half_length + radius)) + 1
+        low = np.maximum(centre - half, 0)
+        high = np.minimum(centre + half + 1, labels.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+        offsets = np.indices(tuple(high - low), dtype=np.float32).reshape(3, -1) - (
+            centre - low)[:, None]
+        along = np.clip(axis @ offsets, -half_length, half_length)
+        across = np.linalg.norm(offsets - axis[:, None] * along, axis=0)
+        mask[box] |= (across <= radius).reshape(tuple(high - low)) & tissue[box]
+    return mask
+
+
 def remove_small_lesions(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """``mask`` without 26-connected components smaller than ``min_voxels``."""
     labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
@@ -222,15 +269,22 @@ class HeadsWithLesions:
         return self._anatomies[index]
 
     def on_grid(self, index: int, rng: np.random.Generator, geometry,
-                lesion_count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                lesion_count: int | None = None, perivascular: bool = False,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Head ``index`` with fresh lesions under one random geometry
         (:class:`~bids_dl.synth.generator.GeneratorConfig`), resampled once onto the model
         grid: labels (nearest neighbour, uint8), the lesions' partial-volume fraction
-        (float32, 0-1) and the grid's voxel-to-world affine."""
+        (float32, 0-1) and the grid's voxel-to-world affine. ``perivascular``: enlarged
+        perivascular spaces drawn too (:func:`simulate_perivascular_spaces`), labelled as
+        CSF (``sulcal_csf``) and so rendered CSF-like in every contrast; never lesions."""
         from .generator import sample_coordinates
 
         labels = self.label_maps[index]
         lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
+        if perivascular:
+            spaces = simulate_perivascular_spaces(labels, rng, avoid=lesions)
+            if spaces.any():
+                labels = np.where(spaces, np.uint8(LABELS["sulcal_csf"]), labels)
         coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
                                                  geometry)
         grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)

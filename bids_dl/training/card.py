@@ -110,12 +110,14 @@ def evaluate_synthesis_model(model_path: Path, labels_dir: Path, cases: int = 3)
 _LESION_INPUTS = LesionConfig()
 _LEFT_OUT = (f"FLAIR alone {_LESION_INPUTS.p_flair_only:.0%}, T1w alone "
              f"{_LESION_INPUTS.p_t1w_only:.0%} of the samples; pooled: drawn per patch")
+_MIMICS = ("; lesion mimics: enlarged perivascular spaces (CSF-like tubes) in half of the "
+           "heads" if _LESION_INPUTS.perivascular_spaces else "")
 GENERATORS = {
     "brain-extraction": "bids_dl.synth.generator.SyntheticHeads",
     "lesion-segmentation": "bids_dl.synth.lesion_generator.LesionHeads (lesions: "
                            "bids_dl.synth.lesions; periventricular, deep, confluent, "
                            "juxtacortical, infratentorial; 10 mm3-30 ml; 0-60 per head, 15 % "
-                           "lesion-free; " + _LEFT_OUT + ")",
+                           "lesion-free; " + _LEFT_OUT + _MIMICS + ")",
     "contrast-synthesis": "bids_dl.synth.pairs.PairedHeads (physics: bids_dl.synth.physics; "
                           "T1w by MPRAGE or SPGR at 1.5/3 T -> clean FLAIR, T2w and CT of the "
                           "same head; lesions in half of the heads)",

@@ -19,8 +19,14 @@ from scipy import ndimage
 
 from ..synth.contrasts import label_intensities
 from ..synth.generator import GeneratorConfig, add_noise
-from ..synth.labels import HEAD_AFFINE
-from ..synth.lesions import LesionAnatomy, lesion_intensity, paint_lesions, simulate_lesions
+from ..synth.labels import HEAD_AFFINE, LABELS
+from ..synth.lesions import (
+    LesionAnatomy,
+    lesion_intensity,
+    paint_lesions,
+    simulate_lesions,
+    simulate_perivascular_spaces,
+)
 from ..utils.resample import smooth_noise
 from .data import load_label_maps
 
@@ -31,12 +37,17 @@ Segmenter = Callable[[str | None, str | None], np.ndarray]
 
 def render_case(labels: np.ndarray, anatomy: LesionAnatomy, seed: int,
                 lesion_count: int | None = None, flair_slice_mm: int | None = None,
+                perivascular_spaces: int = 0,
                 ) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray, np.ndarray]:
     """A FLAIR and a T1w (1 mm, the label grid; the FLAIR with thick axial slices when
-    ``flair_slice_mm``) of one head with lesions; returns them and the true lesion masks on
+    ``flair_slice_mm``) of one head with lesions (and ``perivascular_spaces`` enlarged
+    perivascular spaces, CSF-like lesion mimics); returns them and the true lesion masks on
     the FLAIR's and on the T1w's grid."""
     rng = np.random.default_rng([SEED_OFFSET, seed])
     lesions = simulate_lesions(anatomy, rng, lesion_count)
+    if perivascular_spaces:
+        spaces = simulate_perivascular_spaces(labels, rng, perivascular_spaces, lesions)
+        labels = np.where(spaces, np.uint8(LABELS["sulcal_csf"]), labels)
     images = {}
     for contrast in ("FLAIR", "T1w"):
         means = label_intensities(contrast, rng)
@@ -156,6 +167,26 @@ def lesion_free(segment: Segmenter, labels_dir: Path, cases: int = 2) -> dict[st
             "max_false_positive_ml": round(float(np.max(volumes)), 3)}
 
 
+def lesion_free_with_mimics(segment: Segmenter, labels_dir: Path, cases: int = 2,
+                            spaces: int = 30) -> dict[str, dict[str, float]]:
+    """False-positive volume (ml) per input mode on held-out heads without lesions but with
+    ``spaces`` enlarged perivascular spaces (CSF-like tubes in the basal ganglia and white
+    matter: dark on T1w like lesions, dark on FLAIR unlike them)."""
+    maps, _ = load_label_maps(labels_dir, "heldout")
+    volumes: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for case in range(cases):
+        labels = maps[case % len(maps)]
+        flair, t1w, _, _ = render_case(labels, LesionAnatomy.from_labels(labels), 300 + case,
+                                       0, perivascular_spaces=spaces)
+        voxel_ml = abs(float(np.linalg.det(flair.affine[:3, :3]))) / 1000
+        for mode in MODES:
+            volumes[mode].append(float(_segment_files(segment, flair, t1w, mode).sum())
+                                 * voxel_ml)
+    return {mode: {"mean_false_positive_ml": round(float(np.mean(values)), 3),
+                   "max_false_positive_ml": round(float(np.max(values)), 3)}
+            for mode, values in volumes.items()}
+
+
 def colin27_t1w_false_positives(segment: Segmenter) -> float:
     """Lesion volume (ml) found in the healthy Colin27 head (T1w alone)."""
     from ..synth.sources import colin27
@@ -168,11 +199,14 @@ def colin27_t1w_false_positives(segment: Segmenter) -> float:
 
 def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
-    FLAIR with 4 mm slices), lesion-free heads and the Colin27 T1w."""
+    FLAIR with 4 mm slices), lesion-free heads (also with perivascular spaces, every input
+    mode) and the Colin27 T1w."""
     metrics = {"synthetic_heldout": synthetic_lesions(segment, labels_dir, cases),
                "synthetic_heldout_flair_4mm_slices": synthetic_lesions(
                    segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
-               "lesion_free": lesion_free(segment, labels_dir)}
+               "lesion_free": lesion_free(segment, labels_dir),
+               "lesion_free_with_perivascular_spaces": lesion_free_with_mimics(segment,
+                                                                               labels_dir)}
     try:
         metrics["colin27_t1w_false_positive_ml"] = colin27_t1w_false_positives(segment)
     except FileNotFoundError as error:
