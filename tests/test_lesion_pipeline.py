@@ -111,6 +111,7 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
     render = calibrate_lesions.render_case
 
     def recording(*args, **kwargs):
+        assert kwargs["perivascular_spaces"] > 0  # validation heads carry lesion mimics
         out = render(*args, **kwargs)
         truths.append(out[2].astype(bool))
         return out
