@@ -173,14 +173,16 @@ def simulate_perivascular_spaces(labels: np.ndarray, rng: np.random.Generator,
     few) of :data:`PVS_DIAMETER_MM` across and :data:`PVS_LENGTH_MM` long, running within
     :data:`PVS_MAX_TILT_DEG` of the superior-inferior axis, centred in the deep grey matter
     or the cerebral white matter and clipped to them, never inside ``avoid`` (the lesions)."""
-    tissue = np.isin(labels, (LABELS["deep_gm"], CEREBRAL_WM))
-    if avoid is not None:
-        tissue &= ~avoid.astype(bool)
     if count is None:
         count = 0 if rng.random() < 0.5 else min(MAX_PVS, 1 + int(rng.exponential(8)))
     mask = np.zeros(labels.shape, bool)
+    if not count:
+        return mask
+    tissue = np.isin(labels, (LABELS["deep_gm"], CEREBRAL_WM))
+    if avoid is not None:
+        tissue &= ~avoid.astype(bool)
     centres = np.argwhere(tissue[::2, ::2, ::2]) * 2
-    if not count or not len(centres):
+    if not len(centres):
         return mask
     for _ in range(count):
         centre = centres[int(rng.integers(len(centres)))]
@@ -200,6 +202,14 @@ def simulate_perivascular_spaces(labels: np.ndarray, rng: np.random.Generator,
         across = np.linalg.norm(offsets - axis[:, None] * along, axis=0)
         mask[box] |= (across <= radius).reshape(tuple(high - low)) & tissue[box]
     return mask
+
+
+def with_perivascular_spaces(labels: np.ndarray, spaces: np.ndarray) -> np.ndarray:
+    """``labels`` with the ``spaces`` (:func:`simulate_perivascular_spaces`) labelled as CSF
+    (``sulcal_csf``), so that every contrast renders them CSF-like."""
+    if not spaces.any():
+        return labels
+    return np.where(spaces, np.uint8(LABELS["sulcal_csf"]), labels).astype(labels.dtype)
 
 
 def remove_small_lesions(mask: np.ndarray, min_voxels: int) -> np.ndarray:
@@ -282,9 +292,8 @@ class HeadsWithLesions:
         labels = self.label_maps[index]
         lesions = simulate_lesions(self.anatomy(index), rng, lesion_count)
         if perivascular:
-            spaces = simulate_perivascular_spaces(labels, rng, avoid=lesions)
-            if spaces.any():
-                labels = np.where(spaces, np.uint8(LABELS["sulcal_csf"]), labels)
+            labels = with_perivascular_spaces(
+                labels, simulate_perivascular_spaces(labels, rng, avoid=lesions))
         coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
                                                  geometry)
         grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)

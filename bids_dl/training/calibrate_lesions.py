@@ -28,7 +28,7 @@ import numpy as np
 from ..models.lesion_segmentation import INPUT_SETS
 from ..synth.lesions import LesionAnatomy
 from .data import load_label_maps
-from .evaluate_lesions import lesion_metrics, render_case
+from .evaluate_lesions import MODES, lesion_metrics, render_case
 
 VALIDATION_SEED = 5_000  # render_case seeds of validation heads (held-out ones use 0-199)
 #: Enlarged perivascular spaces in every validation head: the lesion mimics the generator
@@ -70,9 +70,9 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
             nib.save(flair, paths["FLAIR"])
             nib.save(t1w, paths["T1w"])
             for inputs in input_sets:
-                given = inputs.split("+")
-                values = probability(paths["FLAIR"] if "FLAIR" in given else None,
-                                     paths["T1w"] if "T1w" in given else None)
+                with_flair, with_t1w = MODES[inputs]
+                values = probability(paths["FLAIR"] if with_flair else None,
+                                     paths["T1w"] if with_t1w else None)
                 for threshold in thresholds:
                     mask = remove_small(values > threshold, flair.affine, MIN_LESION_MM3)
                     if count == 0:

@@ -19,13 +19,14 @@ from scipy import ndimage
 
 from ..synth.contrasts import label_intensities
 from ..synth.generator import GeneratorConfig, add_noise
-from ..synth.labels import HEAD_AFFINE, LABELS
+from ..synth.labels import HEAD_AFFINE
 from ..synth.lesions import (
     LesionAnatomy,
     lesion_intensity,
     paint_lesions,
     simulate_lesions,
     simulate_perivascular_spaces,
+    with_perivascular_spaces,
 )
 from ..utils.resample import smooth_noise
 from .data import load_label_maps
@@ -46,8 +47,8 @@ def render_case(labels: np.ndarray, anatomy: LesionAnatomy, seed: int,
     rng = np.random.default_rng([SEED_OFFSET, seed])
     lesions = simulate_lesions(anatomy, rng, lesion_count)
     if perivascular_spaces:
-        spaces = simulate_perivascular_spaces(labels, rng, perivascular_spaces, lesions)
-        labels = np.where(spaces, np.uint8(LABELS["sulcal_csf"]), labels)
+        labels = with_perivascular_spaces(
+            labels, simulate_perivascular_spaces(labels, rng, perivascular_spaces, lesions))
     images = {}
     for contrast in ("FLAIR", "T1w"):
         means = label_intensities(contrast, rng)
