@@ -50,10 +50,13 @@ def table(metrics: dict) -> str:
     free = metrics["lesion_free"]
     lines.append(f"| lesion-free synthetic heads (FLAIR + T1w), target ≤ 0.5 ml | | | | | "
                  f"{free['mean_false_positive_ml']:.2f} (max {free['max_false_positive_ml']:.2f}) |")
-    for mode, values in metrics.get("lesion_free_with_perivascular_spaces", {}).items():
-        lines.append(f"| lesion-free synthetic heads with 30 perivascular spaces ({mode}) | | | "
-                     f"| | {values['mean_false_positive_ml']:.2f} "
-                     f"(max {values['max_false_positive_ml']:.2f}) |")
+    mimics = [("lesion_free_with_mimics", "30 perivascular spaces and a choroid plexus"),
+              ("lesion_free_with_perivascular_spaces", "30 perivascular spaces")]  # older cards
+    for key, what in mimics:
+        for mode, values in metrics.get(key, {}).items():
+            lines.append(f"| lesion-free synthetic heads with {what} ({mode}) | | | | | "
+                         f"{values['mean_false_positive_ml']:.2f} "
+                         f"(max {values['max_false_positive_ml']:.2f}) |")
     colin = metrics["colin27_t1w_false_positive_ml"]
     value = f"{colin:.2f}" if isinstance(colin, float) else colin
     lines.append(f"| Colin27 T1w alone (healthy), target ≤ 1 ml | | | | | {value} |")

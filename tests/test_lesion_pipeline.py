@@ -112,6 +112,7 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
 
     def recording(*args, **kwargs):
         assert kwargs["perivascular_spaces"] > 0  # validation heads carry lesion mimics
+        assert kwargs["choroid_plexus"]
         out = render(*args, **kwargs)
         truths.append(out[2].astype(bool))
         return out
@@ -143,6 +144,23 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
     assert calls == [(True, True), (True, False), (False, True)] * 2
     assert all(not name.startswith("jhu189") for name in result["label_maps"])
     assert len(truths) == 2 and not truths[1].any()  # the second head is lesion-free
+
+
+def test_threshold_choice_keeps_the_false_positive_budget():
+    """The calibration never stores a threshold that leaves more than 0.5 ml in the
+    lesion-free validation head while another keeps within it, even at a better Dice; where
+    none does, the one with the fewest false positives; within the budget, the highest
+    threshold within 0.01 of the best Dice."""
+    from bids_dl.training.calibrate_lesions import FALSE_POSITIVE_BUDGET_ML, choose_threshold
+
+    assert FALSE_POSITIVE_BUDGET_ML == 0.5
+    dice = {0.3: 0.70, 0.4: 0.69, 0.5: 0.65, 0.6: 0.645, 0.7: 0.60}
+    clean = dict.fromkeys(dice, 0.0)
+    assert choose_threshold(dice, clean) == 0.4  # 0.69 is within 0.01 of 0.70
+    noisy = {0.3: 1.2, 0.4: 0.8, 0.5: 0.4, 0.6: 0.2, 0.7: 0.1}
+    assert choose_threshold(dice, noisy) == 0.6  # best within budget 0.65; 0.645 close
+    hopeless = {0.3: 3.0, 0.4: 2.0, 0.5: 1.5, 0.6: 1.5, 0.7: 0.9}
+    assert choose_threshold(dice, hopeless) == 0.7
 
 
 def test_methods_text_states_the_thresholds_inference_uses():

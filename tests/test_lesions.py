@@ -17,8 +17,10 @@ from bids_dl.synth.lesions import (
     _blob,
     lesion_intensity,
     paint_lesions,
+    simulate_choroid_plexus,
     simulate_lesions,
     simulate_perivascular_spaces,
+    with_choroid_plexus,
 )
 from bids_dl.utils.registration import rigid_register, world_overlap
 
@@ -287,3 +289,83 @@ def test_lesion_samples_render_perivascular_spaces_like_csf(head, monkeypatch):
     assert len(drawn) == 1  # off: never drawn
     LesionHeads([labels]).sample(11, lesion_count=5)
     assert len(drawn) == 2
+
+
+def test_choroid_plexus_lies_in_the_lateral_ventricles(head):
+    """The choroid plexus: inside the ventricles only, in both lateral ventricles (none in
+    the midline third ventricle or the fourth ventricle), its largest part (the glomus) in
+    the posterior half about the atrium, 0.1-4 ml in all; seeded; in most heads by default;
+    relabelled as deep grey matter and nothing else changed."""
+    labels, affine, _ = head
+    ventricles = labels == LABELS["ventricles"]
+    plexus = simulate_choroid_plexus(labels, np.random.default_rng(2), True, affine)
+    assert np.array_equal(plexus, simulate_choroid_plexus(labels, np.random.default_rng(2),
+                                                          True, affine))
+    assert plexus.any() and not (plexus & ~ventricles).any()
+    world = np.argwhere(plexus) @ affine[:3, :3].T + affine[:3, 3]
+    assert (np.abs(world[:, 0]) > 3).all()
+    assert not ((world[:, 2] <= -5) & (np.abs(world[:, 0]) <= 18)).any()  # fourth ventricle
+    assert 100 <= plexus.sum() <= 4000  # 1 mm voxels
+    for side in (-1, 1):
+        mask = plexus.copy()
+        mask[(np.indices(plexus.shape)[0] * affine[0, 0] + affine[0, 3]) * side <= 0] = False
+        components, _, sizes = _components(mask)
+        glomus = np.argwhere(components == np.argmax(sizes) + 1) @ affine[:3, :3].T
+        centre = glomus.mean(0) + affine[:3, 3]
+        assert centre[0] * side > 10 and -55 < centre[1] < -25 and -5 < centre[2] < 25, centre
+    drawn = [simulate_choroid_plexus(labels, np.random.default_rng(seed), affine=affine).any()
+             for seed in range(40)]
+    assert 28 <= sum(drawn) <= 39  # 85 % of the heads
+    assert not simulate_choroid_plexus(labels, np.random.default_rng(2), False, affine).any()
+    relabelled = with_choroid_plexus(labels, plexus)
+    assert (relabelled[plexus] == LABELS["deep_gm"]).all()
+    assert np.array_equal(relabelled[~plexus], labels[~plexus])
+    assert relabelled.dtype == labels.dtype
+
+
+def test_lesion_samples_render_choroid_plexus_grey_matter_like(head, monkeypatch):
+    """On the model grid the choroid plexus is ventricle relabelled as deep grey matter, never
+    a lesion or ventricle target; on T1w it renders darker than white matter (like a
+    lesion) and brighter than the ventricle CSF, on FLAIR brighter than the CSF; the config
+    switches it off."""
+    from bids_dl.synth import lesions as lesion_module
+    from bids_dl.synth.lesion_generator import TARGETS, LesionConfig, LesionHeads
+
+    labels, _, _ = head
+    original = lesion_module.simulate_choroid_plexus
+    drawn = []
+
+    def fixed(labels, rng, present=None, affine=None):  # own rng: the outer draws untouched
+        drawn.append(original(labels, np.random.default_rng(4), True))
+        return drawn[-1]
+
+    monkeypatch.setattr(lesion_module, "simulate_choroid_plexus", fixed)
+    heads = LesionHeads([labels], LesionConfig(perivascular_spaces=False))
+    geometry = heads.config.geometry
+    shown, fraction, _ = heads.on_grid(0, np.random.default_rng(3), geometry, 10,
+                                       choroid_plexus=True)
+    plain, same_fraction, _ = heads.on_grid(0, np.random.default_rng(3), geometry, 10)
+    assert len(drawn) == 1 and np.array_equal(fraction, same_fraction)
+    changed = shown != plain
+    assert changed.sum() > 20
+    assert (plain[changed] == LABELS["ventricles"]).all()
+    assert (shown[changed] == LABELS["deep_gm"]).all()
+    assert not (changed & (fraction >= 0.5)).any()
+    core = ndimage.binary_erosion(changed)
+    white = (plain == LABELS["cerebral_wm"]) & (fraction == 0)
+    csf = (shown == LABELS["ventricles"]) & ~ndimage.binary_dilation(changed, iterations=2)
+    inside = core if core.sum() > 5 else changed
+    for contrast in ("FLAIR", "T1w"):
+        ratios = []  # plexus / white matter over five random intensity draws
+        for seed in range(5):
+            image = heads._render(shown, fraction, contrast, np.random.default_rng(seed))
+            assert image[inside].mean() > 1.2 * np.median(image[csf]), contrast
+            ratios.append(image[inside].mean() / np.median(image[white]))
+        if contrast == "T1w":
+            assert max(ratios) < 1.0 and np.median(ratios) < 0.9, ratios
+    sample = heads.sample(11, lesion_count=5)
+    assert len(drawn) == 2
+    ventricle_target = sample.mask[TARGETS.index("ventricles")]
+    assert ventricle_target.any()
+    LesionHeads([labels], LesionConfig(choroid_plexus=False)).sample(11, lesion_count=5)
+    assert len(drawn) == 2  # off: never drawn

@@ -2,7 +2,7 @@
 with synthetic lesions, on the lesion model grid.
 
 Each sample: a head label map, fresh lesions and lesion mimics (enlarged perivascular spaces,
-CSF-like; :mod:`bids_dl.synth.lesions`), one random
+CSF-like, and the choroid plexus, grey-matter-like; :mod:`bids_dl.synth.lesions`), one random
 geometry (affine + warp) shared by both contrasts, then per contrast its own label
 intensities (FLAIR or T1w ordering, lesions painted in), texture, bias field, resolution (FLAIR
 often with thick slices), noise and gamma, normalised inside the brain. A contrast is left out
@@ -61,6 +61,9 @@ class LesionConfig:
     #: Lesion mimics: enlarged perivascular spaces (CSF-like tubes) in half of the heads
     #: (:func:`~bids_dl.synth.lesions.simulate_perivascular_spaces`); off: none
     perivascular_spaces: bool = True
+    #: Lesion mimics: a choroid plexus (grey-matter-like, inside the lateral ventricles) in
+    #: most heads (:func:`~bids_dl.synth.lesions.simulate_choroid_plexus`); off: none
+    choroid_plexus: bool = True
 
 
 @dataclass
@@ -128,7 +131,8 @@ class LesionHeads(HeadsWithLesions):
         config = self.config
         index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
         grid_labels, fraction, affine = self.on_grid(index, rng, config.geometry,
-                                                     lesion_count, config.perivascular_spaces)
+                                                     lesion_count, config.perivascular_spaces,
+                                                     config.choroid_plexus)
         brain = brain_mask(grid_labels)
         targets = [fraction >= 0.5] + [np.isin(grid_labels, _TARGET_LABELS[name])
                                        for name in TARGETS[1:]]

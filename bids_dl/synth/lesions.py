@@ -18,7 +18,12 @@ volume is drawn log-uniformly within its class's range (10 mm³ to 30 ml). A hea
 
 Lesion mimics that are not lesions: enlarged perivascular spaces
 (:func:`simulate_perivascular_spaces`), thin CSF-filled tubes along the perforating arteries
-in the basal ganglia and the white matter, dark on T1w like lesions but dark on FLAIR too.
+in the basal ganglia and the white matter, dark on T1w like lesions but dark on FLAIR too;
+and the choroid plexus (:func:`simulate_choroid_plexus`), grey-matter-like tissue inside the
+lateral ventricles (the glomus in each atrium, a strand along the floor of the body, some of
+the temporal horn), darker than white matter on T1w like a lesion and brighter than the CSF
+around it on FLAIR: every real head has one, and the healthy Colin27 T1w showed it to be
+the main false positive of a model trained without it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..utils.resample import smooth_noise
-from .labels import LABELS
+from .labels import HEAD_AFFINE, LABELS
 
 LESION_CLASSES = ("periventricular", "deep", "confluent", "juxtacortical", "infratentorial")
 CLASS_WEIGHTS = np.array([0.32, 0.3, 0.08, 0.15, 0.15])
@@ -46,6 +51,16 @@ PVS_DIAMETER_MM = (1.0, 3.0)
 PVS_LENGTH_MM = (3.0, 15.0)
 PVS_MAX_TILT_DEG = 30.0  # from the superior-inferior axis (the course of the perforators)
 MAX_PVS = 40
+#: Choroid plexus (a head has one with probability P_CHOROID_PLEXUS): glomus radii (mm) about
+#: the atrium of each lateral ventricle (nominal centre |x|, y, z in the MNI-like head grid,
+#: jittered by ATRIUM_JITTER_MM), a strand of CHOROID_STRAND_MM over the medial floor of the
+#: body in front of it, CHOROID_THICKNESS_MM thick, and a random part of the temporal horn.
+P_CHOROID_PLEXUS = 0.85
+GLOMUS_RADIUS_MM = (2.5, 7.0)
+ATRIUM_MM = (25.0, -40.0, 9.0)
+ATRIUM_JITTER_MM = 3.0
+CHOROID_STRAND_MM = (5.0, 35.0)
+CHOROID_THICKNESS_MM = (1, 3)
 CEREBRAL_WM = LABELS["cerebral_wm"]
 INFRATENTORIAL_WM = (LABELS["cerebellar_wm"], LABELS["brainstem"])
 
@@ -212,6 +227,66 @@ def with_perivascular_spaces(labels: np.ndarray, spaces: np.ndarray) -> np.ndarr
     return np.where(spaces, np.uint8(LABELS["sulcal_csf"]), labels).astype(labels.dtype)
 
 
+def simulate_choroid_plexus(labels: np.ndarray, rng: np.random.Generator,
+                            present: bool | None = None,
+                            affine: np.ndarray = HEAD_AFFINE) -> np.ndarray:
+    """The choroid plexus of one head (bool mask inside the ventricles of ``labels``, the 1 mm
+    head grid ``affine``, MNI-like world mm; none when ``present`` is False, default: drawn
+    with probability :data:`P_CHOROID_PLEXUS`): in each lateral ventricle (off the midline,
+    above the fourth ventricle) an ellipsoidal glomus about the atrium, a strand over the
+    medial half of the floor of the body in front of it, and smooth patches filling part of
+    the temporal horn (where the map has one)."""
+    if present is None:
+        present = rng.random() < P_CHOROID_PLEXUS
+    ventricles = labels == LABELS["ventricles"]
+    mask = np.zeros(labels.shape, bool)
+    if not present or not ventricles.any():
+        return mask
+    voxels = np.argwhere(ventricles)
+    world = voxels @ affine[:3, :3].T + affine[:3, 3]
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    for side in (-1.0, 1.0):
+        lateral = (world[:, 0] * side > 3.0) & (world[:, 2] > -5.0)
+        if not lateral.any():
+            continue
+        points, where = world[lateral], voxels[lateral]
+        target = np.array([side * ATRIUM_MM[0], *ATRIUM_MM[1:]]) + rng.normal(
+            0, ATRIUM_JITTER_MM, 3)
+        centre = points[int(np.argmin(np.linalg.norm(points - target, axis=1)))]
+        radii = rng.uniform(*GLOMUS_RADIUS_MM, 3)
+        glomus = (((points - centre) / radii) ** 2).sum(1) <= 1.0
+        mask[tuple(where[glomus].T)] = True
+        # strand: ventricle voxels within `thickness` mm of the floor, medial half of the body
+        thickness = int(rng.integers(CHOROID_THICKNESS_MM[0], CHOROID_THICKNESS_MM[1] + 1))
+        steps = max(1, int(round(thickness / zooms[2])))
+        below = where[:, None, :] - np.array([0, 0, 1]) * np.arange(1, steps + 1)[:, None]
+        inside = np.clip(below, 0, np.array(labels.shape) - 1)
+        on_floor = ~ventricles[tuple(np.moveaxis(inside, -1, 0))].all(1)
+        length = rng.uniform(*CHOROID_STRAND_MM)
+        body = on_floor & (points[:, 1] >= centre[1]) & (points[:, 1] <= centre[1] + length) & (
+            points[:, 2] > centre[2] - 5.0)
+        for y in np.unique(points[body, 1]):
+            here = body & (points[:, 1] == y)
+            medial = np.abs(points[:, 0]) <= np.median(np.abs(points[here, 0]))
+            mask[tuple(where[here & medial].T)] = True
+        temporal = (world[:, 0] * side > 18.0) & (world[:, 2] <= -5.0) & (world[:, 2] > -35.0) & (
+            world[:, 1] > -45.0) & (world[:, 1] < 5.0)
+        if temporal.any():
+            fill = rng.uniform(0.2, 0.6)
+            noise = rng.random(int(temporal.sum()))
+            mask[tuple(voxels[temporal][noise < fill].T)] = True
+    return mask
+
+
+def with_choroid_plexus(labels: np.ndarray, plexus: np.ndarray) -> np.ndarray:
+    """``labels`` with the ``plexus`` (:func:`simulate_choroid_plexus`) labelled as deep grey
+    matter (``deep_gm``), so that every contrast renders it grey-matter-like; it is no longer
+    a ventricle target either."""
+    if not plexus.any():
+        return labels
+    return np.where(plexus, np.uint8(LABELS["deep_gm"]), labels).astype(labels.dtype)
+
+
 def remove_small_lesions(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """``mask`` without 26-connected components smaller than ``min_voxels``."""
     labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
@@ -280,13 +355,16 @@ class HeadsWithLesions:
 
     def on_grid(self, index: int, rng: np.random.Generator, geometry,
                 lesion_count: int | None = None, perivascular: bool = False,
+                choroid_plexus: bool = False,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Head ``index`` with fresh lesions under one random geometry
         (:class:`~bids_dl.synth.generator.GeneratorConfig`), resampled once onto the model
         grid: labels (nearest neighbour, uint8), the lesions' partial-volume fraction
         (float32, 0-1) and the grid's voxel-to-world affine. ``perivascular``: enlarged
         perivascular spaces drawn too (:func:`simulate_perivascular_spaces`), labelled as
-        CSF (``sulcal_csf``) and so rendered CSF-like in every contrast; never lesions."""
+        CSF (``sulcal_csf``) and so rendered CSF-like in every contrast; never lesions.
+        ``choroid_plexus``: a choroid plexus drawn (in most heads,
+        :func:`simulate_choroid_plexus`), labelled as deep grey matter."""
         from .generator import sample_coordinates
 
         labels = self.label_maps[index]
@@ -294,6 +372,8 @@ class HeadsWithLesions:
         if perivascular:
             labels = with_perivascular_spaces(
                 labels, simulate_perivascular_spaces(labels, rng, avoid=lesions))
+        if choroid_plexus:
+            labels = with_choroid_plexus(labels, simulate_choroid_plexus(labels, rng))
         coordinates, affine = sample_coordinates(labels.shape, self.centres[index], rng,
                                                  geometry)
         grid_labels = ndimage.map_coordinates(labels, coordinates, order=0, prefilter=False)

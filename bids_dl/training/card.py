@@ -13,6 +13,7 @@ from .. import __version__
 from ..models.grid import LESION_SHAPE, LESION_SPACING, MODEL_SHAPE, MODEL_SPACING
 from ..models.registry import get_entry, sha256
 from ..synth.lesion_generator import LesionConfig
+from ..synth.lesions import P_CHOROID_PLEXUS
 from ..utils.io import atomic_path
 from .train import FINAL_ACTIVATION, Recipe
 
@@ -110,8 +111,11 @@ def evaluate_synthesis_model(model_path: Path, labels_dir: Path, cases: int = 3)
 _LESION_INPUTS = LesionConfig()
 _LEFT_OUT = (f"FLAIR alone {_LESION_INPUTS.p_flair_only:.0%}, T1w alone "
              f"{_LESION_INPUTS.p_t1w_only:.0%} of the samples; pooled: drawn per patch")
-_MIMICS = ("; lesion mimics: enlarged perivascular spaces (CSF-like tubes) in half of the "
-           "heads" if _LESION_INPUTS.perivascular_spaces else "")
+_MIMICS = "".join(
+    ("; lesion mimics: enlarged perivascular spaces (CSF-like tubes) in half of the heads"
+     if _LESION_INPUTS.perivascular_spaces else "",
+     f"; a choroid plexus (grey-matter-like, in the lateral ventricles) in "
+     f"{P_CHOROID_PLEXUS:.0%} of the heads" if _LESION_INPUTS.choroid_plexus else ""))
 GENERATORS = {
     "brain-extraction": "bids_dl.synth.generator.SyntheticHeads",
     "lesion-segmentation": "bids_dl.synth.lesion_generator.LesionHeads (lesions: "

@@ -24,8 +24,10 @@ from ..synth.lesions import (
     LesionAnatomy,
     lesion_intensity,
     paint_lesions,
+    simulate_choroid_plexus,
     simulate_lesions,
     simulate_perivascular_spaces,
+    with_choroid_plexus,
     with_perivascular_spaces,
 )
 from ..utils.resample import smooth_noise
@@ -38,17 +40,20 @@ Segmenter = Callable[[str | None, str | None], np.ndarray]
 
 def render_case(labels: np.ndarray, anatomy: LesionAnatomy, seed: int,
                 lesion_count: int | None = None, flair_slice_mm: int | None = None,
-                perivascular_spaces: int = 0,
+                perivascular_spaces: int = 0, choroid_plexus: bool = False,
                 ) -> tuple[nib.Nifti1Image, nib.Nifti1Image, np.ndarray, np.ndarray]:
     """A FLAIR and a T1w (1 mm, the label grid; the FLAIR with thick axial slices when
-    ``flair_slice_mm``) of one head with lesions (and ``perivascular_spaces`` enlarged
-    perivascular spaces, CSF-like lesion mimics); returns them and the true lesion masks on
-    the FLAIR's and on the T1w's grid."""
+    ``flair_slice_mm``) of one head with lesions (and lesion mimics: ``perivascular_spaces``
+    enlarged perivascular spaces, CSF-like; a grey-matter-like choroid plexus when
+    ``choroid_plexus``); returns them and the true lesion masks on the FLAIR's and on the
+    T1w's grid."""
     rng = np.random.default_rng([SEED_OFFSET, seed])
     lesions = simulate_lesions(anatomy, rng, lesion_count)
     if perivascular_spaces:
         labels = with_perivascular_spaces(
             labels, simulate_perivascular_spaces(labels, rng, perivascular_spaces, lesions))
+    if choroid_plexus:
+        labels = with_choroid_plexus(labels, simulate_choroid_plexus(labels, rng, True))
     images = {}
     for contrast in ("FLAIR", "T1w"):
         means = label_intensities(contrast, rng)
@@ -171,14 +176,15 @@ def lesion_free(segment: Segmenter, labels_dir: Path, cases: int = 2) -> dict[st
 def lesion_free_with_mimics(segment: Segmenter, labels_dir: Path, cases: int = 2,
                             spaces: int = 30) -> dict[str, dict[str, float]]:
     """False-positive volume (ml) per input mode on held-out heads without lesions but with
-    ``spaces`` enlarged perivascular spaces (CSF-like tubes in the basal ganglia and white
-    matter: dark on T1w like lesions, dark on FLAIR unlike them)."""
+    lesion mimics: ``spaces`` enlarged perivascular spaces (CSF-like tubes in the basal
+    ganglia and white matter: dark on T1w like lesions, dark on FLAIR unlike them) and a
+    choroid plexus (grey-matter-like tissue in the lateral ventricles)."""
     maps, _ = load_label_maps(labels_dir, "heldout")
     volumes: dict[str, list[float]] = {mode: [] for mode in MODES}
     for case in range(cases):
         labels = maps[case % len(maps)]
         flair, t1w, _, _ = render_case(labels, LesionAnatomy.from_labels(labels), 300 + case,
-                                       0, perivascular_spaces=spaces)
+                                       0, perivascular_spaces=spaces, choroid_plexus=True)
         voxel_ml = abs(float(np.linalg.det(flair.affine[:3, :3]))) / 1000
         for mode in MODES:
             volumes[mode].append(float(_segment_files(segment, flair, t1w, mode).sum())
@@ -200,14 +206,13 @@ def colin27_t1w_false_positives(segment: Segmenter) -> float:
 
 def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
-    FLAIR with 4 mm slices), lesion-free heads (also with perivascular spaces, every input
-    mode) and the Colin27 T1w."""
+    FLAIR with 4 mm slices), lesion-free heads (also with lesion mimics: perivascular spaces
+    and a choroid plexus, every input mode) and the Colin27 T1w."""
     metrics = {"synthetic_heldout": synthetic_lesions(segment, labels_dir, cases),
                "synthetic_heldout_flair_4mm_slices": synthetic_lesions(
                    segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
                "lesion_free": lesion_free(segment, labels_dir),
-               "lesion_free_with_perivascular_spaces": lesion_free_with_mimics(segment,
-                                                                               labels_dir)}
+               "lesion_free_with_mimics": lesion_free_with_mimics(segment, labels_dir)}
     try:
         metrics["colin27_t1w_false_positive_ml"] = colin27_t1w_false_positives(segment)
     except FileNotFoundError as error:
