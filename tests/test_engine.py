@@ -148,6 +148,33 @@ def test_tiles_cover_only_the_box_of_where():
     assert not tiled[outside].any()
 
 
+def test_mirrored_prediction_averages_the_left_right_mirror_image():
+    """Test-time mirroring gives the mean of the output for the grid and, mirrored back, for
+    its left-right (axis 0) mirror image: a left-right symmetric result for any model; with
+    ``where``, both passes cover only its box (the mirror image's mirrored, so the same
+    voxels once mirrored back)."""
+    import keras
+
+    from bids_dl.models.engine import GridSpec, InferenceEngine
+
+    inputs = keras.Input((None, None, None, 1))
+    outputs = keras.layers.Conv3D(2, 3, padding="same", activation="sigmoid")(inputs)
+    engine = InferenceEngine(keras.Model(inputs, outputs), GridSpec((32, 32, 32), 1.5))
+    grid = np.random.default_rng(2).random((32, 32, 32, 1), dtype=np.float32)
+    grid = (grid + grid[::-1]) / 2  # a symmetric input: the mirrored mean must be symmetric
+    plain = engine.predict_tiled(grid, tile=16, overlap=0.05)
+    mirrored = engine.predict_tiled(grid, tile=16, overlap=0.05, mirror=True)
+    assert np.abs(plain - plain[::-1]).max() > 1e-3  # the kernels are not symmetric
+    assert np.abs(mirrored - mirrored[::-1]).max() < 1e-5
+    expected = (plain + engine.predict_tiled(grid[::-1], tile=16, overlap=0.05)[::-1]) / 2
+    assert np.abs(mirrored - expected).max() < 1e-6
+    where = np.zeros((32, 32, 32), bool)
+    where[2:14, 10:26, 8:24] = True
+    boxed = engine.predict_tiled(grid, tile=16, overlap=0.05, where=where, mirror=True)
+    assert boxed[2:14, 10:26, 8:24].all() and not boxed[20:].any()
+    assert not boxed[:, :4].any()
+
+
 def test_probability_maps_read_back_within_0_1(tmp_path):
     """Stored as uint8 with a float32 slope, a probability of exactly 1 must not read back
     as 1.00000005."""

@@ -87,14 +87,21 @@ class InferenceEngine:
         return np.asarray(output, dtype=np.float32)[0]
 
     def predict_tiled(self, grid_channels: np.ndarray, tile: int, overlap: float = 0.25,
-                      where: np.ndarray | None = None) -> np.ndarray:
+                      where: np.ndarray | None = None, mirror: bool = False) -> np.ndarray:
         """Model output ``(x, y, z, outputs)`` from cubic ``tile``-voxel tiles of
         ``grid_channels`` (``(x, y, z, inputs)``) overlapping by at least ``overlap`` of a
         tile, blended with weights that fall towards each tile's faces (for models trained
         on patches of that size: the same normalisation statistics; also the low-memory
         path). With ``where`` (boolean, grid shape), tiles cover only its bounding box
         (grown to a tile where smaller) and tiles without a voxel of it are skipped:
-        elsewhere the output is 0."""
+        elsewhere the output is 0. ``mirror``: test-time mirroring, the mean of the outputs
+        for the input and for its left-right mirror image (grid axis 0, world x; mirrored
+        back), which takes twice as long."""
+        if mirror:
+            mirrored = self.predict_tiled(grid_channels[::-1], tile, overlap,
+                                          None if where is None else where[::-1])
+            return (self.predict_tiled(grid_channels, tile, overlap, where)
+                    + mirrored[::-1]) / 2
         shape = grid_channels.shape[:3]
         low, high = np.zeros(3, int), np.array(shape)
         if where is not None:
