@@ -234,8 +234,8 @@ def simulate_choroid_plexus(labels: np.ndarray, rng: np.random.Generator,
     head grid ``affine``, MNI-like world mm; none when ``present`` is False, default: drawn
     with probability :data:`P_CHOROID_PLEXUS`): in each lateral ventricle (off the midline,
     above the fourth ventricle) an ellipsoidal glomus about the atrium, a strand over the
-    medial half of the floor of the body in front of it, and smooth patches filling part of
-    the temporal horn (where the map has one)."""
+    medial half of the floor of the body in front of it, and a random 20-60 % of the
+    temporal horn's voxels (each drawn on its own; where the map has a temporal horn)."""
     if present is None:
         present = rng.random() < P_CHOROID_PLEXUS
     ventricles = labels == LABELS["ventricles"]
