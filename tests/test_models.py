@@ -149,3 +149,32 @@ def test_device_configuration_keeps_tf32_off_unless_asked(monkeypatch):
     assert os.environ["NVIDIA_TF32_OVERRIDE"] == "1" and os.environ["CUDA_VISIBLE_DEVICES"] == "-1"
     with pytest.raises(DeviceError, match="unknown device"):
         configure_device("tpu")
+
+
+def test_synthesis_net_renders_its_tissue_mixture(tmp_path):
+    """The synthesis net: softmax tissue fractions (sum 1), images rendered from them by the
+    fixed physics layer (a voxel certain to be white matter reads FLAIR = T2w = 1 and 27 HU);
+    the training model's extra tissue channels; its inference copy and safe-mode reload."""
+    from bids_dl.models.layers import load_keras_model
+    from bids_dl.models.synthesis_net import build_synthesis_net, to_inference
+    from bids_dl.synth.labels import LABELS
+
+    model = build_synthesis_net((4, 8), data_format="channels_first", training=True)
+    bias = np.zeros(len(LABELS) + 1, np.float32)
+    bias[LABELS["cerebral_wm"]] = 50.0
+    kernel = model.get_layer("output").get_weights()[0]
+    model.get_layer("output").set_weights([np.zeros_like(kernel), bias])
+    image = np.random.default_rng(0).random((1, 1, 16, 16, 16)).astype(np.float32)
+    out = model.predict(image, verbose=0)
+    assert out.shape == (1, 3 + len(LABELS) + 1, 16, 16, 16)
+    assert np.allclose(out[0, 3:].sum(axis=0), 1.0, atol=1e-5)
+    assert np.allclose(out[0, 0], 1.0, atol=1e-4) and np.allclose(out[0, 1], 1.0, atol=1e-4)
+    assert np.allclose(out[0, 2], 0.027, atol=1e-5)
+    shipped = to_inference(model, filters=(4, 8))
+    path = tmp_path / "synthesis.keras"
+    shipped.save(path)
+    reloaded = load_keras_model(path)
+    again = reloaded.predict(np.moveaxis(image, 1, -1), verbose=0)
+    assert again.shape == (1, 16, 16, 16, 3)
+    assert np.allclose(np.moveaxis(again, -1, 1), out[:, :3], atol=1e-4)
+    assert not reloaded.get_layer("render").trainable

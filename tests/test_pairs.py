@@ -49,3 +49,25 @@ def test_pairs_are_seeded_and_patches_align(heads):
     patched = PairedHeads(heads.label_maps, PairConfig(patch=32)).sample(9)
     assert patched.source.shape == (1, 32, 32, 32) and patched.targets.shape == (3, 32, 32, 32)
     assert patched.brain.any()
+
+
+def test_tissue_fractions_render_the_targets(heads):
+    """The training targets of the tissue mixture: per-class partial-volume fractions that sum
+    to 1 and, weighted by the reference signals (the synthesis net's rendering layer), give
+    the CT target exactly and the MR targets up to the tissue texture and the head's own
+    tissue deviations (a few per cent)."""
+    from bids_dl.models.synthesis_net import rendering_weights
+    from bids_dl.synth.pairs import N_TISSUE_CLASSES
+
+    sample = heads.sample(5, lesion_count=15)
+    targets = sample.mask
+    assert targets.shape == (3 + N_TISSUE_CLASSES, *sample.source.shape[1:])
+    fractions = targets[3:]
+    assert np.allclose(fractions.sum(axis=0), 1.0, atol=1e-5) and fractions.min() >= 0
+    assert np.array_equal(fractions[-1], sample.lesion_fraction)
+    rendered = np.einsum("kxyz,kt->txyz", fractions, rendering_weights())
+    assert np.allclose(rendered[2], sample.targets[2], atol=1e-5)
+    brain = sample.brain.astype(bool)
+    for channel in (0, 1):
+        error = np.abs(rendered[channel] - sample.targets[channel])[brain]
+        assert np.median(error) < 0.1

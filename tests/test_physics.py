@@ -10,6 +10,7 @@ from bids_dl.synth.labels import LABELS
 from bids_dl.synth.physics import (
     CONTRAST_SEQUENCES,
     SEQUENCES,
+    at_field,
     contrast_means,
     hounsfield_units,
     sample_sequence,
@@ -118,3 +119,37 @@ def test_reference_protocols_are_the_middle_of_each_range():
     gm, wm, csf = (first.labels[LABELS[n]] for n in ("cortical_gm", "cerebral_wm",
                                                        "ventricles"))
     assert csf < 0.5 * wm < gm and first.lesion > 1.2
+
+
+def test_same_head_at_another_field_keeps_its_deviations():
+    """``at_field``: the head's tissues at another field strength keep their relative
+    deviations from the tables (the synthesis targets are the source head at 3 T)."""
+    from bids_dl.synth.physics import TISSUES
+
+    head = tissue_properties(np.random.default_rng(8), field_t=1.5)
+    moved = at_field(head, 3.0)
+    assert moved.field_t == 3.0 and np.array_equal(moved.factors, head.factors)
+    wm_15, wm_3 = TISSUES["cerebral_wm"][0], TISSUES["cerebral_wm"][1]
+    assert head.t1[WM] / wm_15 == pytest.approx(moved.t1[WM] / wm_3)
+    assert not np.allclose(moved.t1, head.t1)
+    assert np.allclose(at_field(moved, 1.5).t2, head.t2)
+    # the random stream is the same as before factors were stored (held-out sets unchanged)
+    rng = np.random.default_rng(8)
+    rng.uniform(-0.06, 0.06, len(LABELS) + 1)
+    assert head.t2[WM] == pytest.approx(
+        TISSUES["cerebral_wm"][2] * (1 + rng.uniform(-0.06, 0.06, len(LABELS) + 1)[WM]))
+
+
+def test_reference_signals_of_every_tissue_class():
+    """The rendering weights of the synthesis net: per class (labels, then lesions) the
+    reference 3 T FLAIR and T2w relative to white matter and the reference CT numbers."""
+    from bids_dl.synth.physics import reference_signals
+
+    flair, t2w, ct = reference_signals()
+    assert flair.shape == (len(LABELS) + 1,)
+    assert flair[WM] == t2w[WM] == 1.0 and ct[WM] == 27.0
+    assert flair[CSF] < 0.05 < 1.0 < flair[GM] < flair[-1]  # lesions brightest on FLAIR
+    assert t2w[WM] < t2w[GM] < t2w[CSF] and t2w[-1] > 1.5
+    assert ct[BONE] == 1450 and ct[LABELS["background"]] == -1000 and ct[-1] < ct[WM]
+    tissues = at_field(tissue_properties(np.random.default_rng(0), jitter=0.0), 3.0)
+    assert np.allclose(flair[:-1], contrast_means("FLAIR", tissues, None).labels)

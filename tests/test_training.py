@@ -113,6 +113,54 @@ def test_init_from_copies_every_layer_but_the_output(lesion_model_dir):
         assert np.array_equal(mine, theirs)
 
 
+def test_synthesis_net_starts_from_the_lesion_models_t1w_channel(lesion_model_dir):
+    """--init-from with --init-input-channel: the one-input synthesis net takes the two-input
+    lesion model's weights, its first convolution's T1w channel (1) only; the logits layer
+    stays fresh and the fixed rendering layer keeps its physics."""
+    import keras
+
+    from bids_dl.models.synthesis_net import rendering_weights
+    from bids_dl.training.train import _build, initialise_from
+
+    path = lesion_model_dir / "lesion_segmentation.keras"
+    source = keras.saving.load_model(path, safe_mode=True)
+    model = _build(Recipe(task="contrast-synthesis", filters=(4, 8)), "channels_first")
+    with pytest.raises(ValueError, match="does not match"):
+        initialise_from(model, path)  # two input channels into one
+    initialise_from(model, path, input_channel=1)
+    mine = model.get_layer("down0_conv1").get_weights()[0]
+    assert mine.shape[-2] == 1
+    assert np.array_equal(mine, source.get_layer("down0_conv1").get_weights()[0][..., 1:2, :])
+    assert np.array_equal(model.get_layer("up0_conv2").get_weights()[0],
+                          source.get_layer("up0_conv2").get_weights()[0])
+    assert np.allclose(model.get_layer("render").get_weights()[0][0, 0, 0], rendering_weights())
+
+
+def test_tissue_synthesis_loss():
+    """The synthesis loss: ~0 for the exact images and a confident right tissue mixture;
+    higher for the right images from a wrong mixture, higher still when both are wrong."""
+    from bids_dl.training.losses import tissue_synthesis_loss
+
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 4, (1, 16, 16, 16))
+    fractions = np.moveaxis(np.eye(4, dtype=np.float32)[classes], -1, 1)
+    values = np.array([[0.1, 1.0, 1.3, 2.0]] * 3, np.float32)
+    images = np.einsum("bkxyz,tk->btxyz", fractions, values)
+    truth = np.concatenate([images, fractions], axis=1)
+
+    def loss(pred):
+        return float(np.asarray(tissue_synthesis_loss(truth, pred.astype(np.float32)))[0])
+
+    confident = np.clip(fractions, 1e-4, 1.0)
+    exact = loss(np.concatenate([images, confident], axis=1))
+    wrong_mixture = np.roll(confident, 1, axis=1)
+    assert exact < 0.01
+    assert loss(np.concatenate([images, wrong_mixture], axis=1)) > exact + 5
+    wrong_images = np.einsum("bkxyz,tk->btxyz", wrong_mixture, values)
+    assert loss(np.concatenate([wrong_images, wrong_mixture], axis=1)) > loss(
+        np.concatenate([images, wrong_mixture], axis=1)) + 0.3
+
+
 def test_time_limit_checkpoints_and_resumes(labels_dir, tmp_path):
     """--time-limit 0 stops after the first step with a checkpoint; a rerun resumes there."""
     from bids_dl.training import cli
@@ -161,7 +209,8 @@ def test_fine_tune_card_carries_the_lineage(labels_dir, tmp_path):
 
 def test_synthesis_training_and_evaluation(labels_dir, synthesis_model_dir):
     """Two steps of the synthesis recipe by the real command (tiny U-Net, see conftest): a
-    channels-last model with one input (T1w) and three linear outputs (FLAIR, T2w, CT), its
+    channels-last model with one input (T1w) and three outputs (FLAIR, T2w, CT, rendered
+    from the tissue mixture by the fixed physics layer), its
     card with the held-out metrics; and the metrics themselves: a perfect synthesiser scores
     SSIM 1 and 0 HU error, copying the T1w does far worse."""
     import keras
@@ -175,7 +224,8 @@ def test_synthesis_training_and_evaluation(labels_dir, synthesis_model_dir):
     assert model.input_shape[-1] == 1 and model.output_shape[-1] == 3
     assert model.layers[-1].get_config()["activation"] == "linear"
     card = json.loads((out / "contrast_synthesis.json").read_text())
-    assert card["steps"] == 2 and "linear output" in card["architecture"]
+    assert card["steps"] == 2 and "softmax over the tissue classes" in card["architecture"]
+    assert model.get_layer("render").trainable is False
     assert {"FLAIR_ssim_brain", "T2w_psnr_db_brain", "CT_mae_hu_head"} <= set(card["metrics"])
 
     maps, _ = load_label_maps(labels_dir, "heldout")
@@ -297,7 +347,8 @@ def test_patch_pool_of_synthesis_pairs(tmp_path):
         flip = rng.random() < 0.5
         flips.add(flip)
         mirror = (lambda a: np.flip(a, axis=-3)) if flip else (lambda a: a)
-        for name in ("source", "targets", "brain", "head", "lesions"):
+        for name in ("source", "targets", "brain", "head", "lesions", "labels",
+                     "lesion_fraction"):
             assert np.array_equal(getattr(sample, name),
                                   mirror(getattr(patch, name)).astype(getattr(sample, name).dtype))
     assert flips == {True, False}

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from importlib import metadata
 
+_MIXTURE = ("a 3D U-Net that predicts each voxel's mixture of tissue classes, rendered into "
+            "each target by a fixed layer holding every tissue's signal in the reference "
+            "acquisition (3 T FLAIR TR 9000 ms, TE 110 ms, TI at the CSF null; T2w TR 5000 ms, "
+            "TE 100 ms; reference CT numbers), ")
+
 
 def _version(package: str) -> str:
     try:
@@ -68,8 +73,13 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
         paragraphs.append(
             "Synthetic images (FLAIR, T2w and/or a pseudo-CT) were generated from each "
             "session's T1w with the bids-dl contrast-synthesis model (version "
-            f"{card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), a 3D U-Net trained "
-            f"for {card.get('steps')} steps with an L1 + SSIM loss on pairs rendered from "
+            f"{card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), "
+            + (_MIXTURE if "tissue classes" in str(card.get("architecture")) else
+               "a 3D U-Net ")
+            + f"trained for {card.get('steps')} steps with an L1 + SSIM loss"
+            + (" (plus the cross-entropy of the tissue mixture)"
+               if "tissue classes" in str(card.get("architecture")) else "")
+            + " on pairs rendered from "
             "synthetic heads through MR signal equations (MPRAGE/SPGR, spin echo, inversion "
             "recovery) with literature tissue T1, T2 and proton density at 1.5 and 3 T, and "
             "per-tissue Hounsfield units. The T1w was resampled to a 1.5 mm grid centred on the "

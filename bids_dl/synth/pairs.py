@@ -5,7 +5,8 @@ on one geometry, so source and targets match voxel for voxel.
 Source: a T1w (MPRAGE or SPGR, random parameters at 1.5 or 3 T) with everything a real scan
 has (texture, bias field, resolution, noise, gamma), normalised inside the brain as at
 inference. Targets: the same head's clean FLAIR and T2w of the reference protocols (the middle
-of each parameter range of :data:`~bids_dl.synth.physics.SEQUENCES`) on the source's
+of each parameter range of :data:`~bids_dl.synth.physics.SEQUENCES`, at 3 T whatever the
+source's field) on the source's
 white-matter scale (white matter = 1) and its reference CT (the middle of each tissue's HU
 range) in Hounsfield units / 1000, all without bias or noise: the model learns one
 well-defined image per target. The head's own tissue T1, T2 and PD (jittered around the
@@ -28,14 +29,23 @@ from .generator import (
     degrade_resolution,
     random_cube,
 )
-from .labels import LABELS, brain_mask
+from .labels import LABELS, N_LABELS, brain_mask
 from .lesions import HeadsWithLesions
-from .physics import contrast_means, hounsfield_units, tissue_properties
+from .physics import (
+    REFERENCE_FIELD_T,
+    at_field,
+    contrast_means,
+    hounsfield_units,
+    tissue_properties,
+)
 
 #: Targets of the synthesis model, in output-channel order.
 TARGETS = ("FLAIR", "T2w", "CT")
 HU_SCALE = 1000.0  # CT targets are HU / HU_SCALE
 MAX_RELATIVE = 4.0  # MR targets clipped to 0-4 x white matter
+#: Tissue classes of the mixture the synthesis model predicts: every label, then lesions.
+N_TISSUE_CLASSES = N_LABELS + 1
+PARTIAL_VOLUME_SIGMA = 0.5  # voxels: the blur of label edges on the rendered images
 
 
 @dataclass
@@ -50,6 +60,9 @@ class PairConfig:
     #: parameter range; CT: the middle of each tissue's HU range), so the model has one
     #: well-defined output; False: random protocols like the source (not predictable from it)
     reference_targets: bool = True
+    #: Field strength (T) of the reference targets (the same head's tissues there); None:
+    #: the source's own field (1.5 or 3 T, which the T1w shows only faintly)
+    target_field_t: float | None = REFERENCE_FIELD_T
     texture: float = 0.04  # relative amplitude of the shared tissue microtexture
     patch: int | None = None  # cubic patches of this many voxels (None: whole grid)
 
@@ -58,7 +71,8 @@ class PairConfig:
 class PairSample:
     """``source`` (float32 ``(1, x, y, z)``, normalised T1w), ``targets`` (float32
     ``(3, x, y, z)``: FLAIR, T2w relative to white matter; CT in HU/1000), ``brain`` and
-    ``head`` (uint8), ``lesions`` (uint8), ``affine`` (grid voxel -> label-map mm)."""
+    ``head`` (uint8), ``lesions`` (uint8), ``affine`` (grid voxel -> label-map mm),
+    ``labels`` (uint8, the head's labels on the grid) and ``lesion_fraction`` (0-1)."""
 
     source: np.ndarray
     targets: np.ndarray
@@ -66,6 +80,8 @@ class PairSample:
     head: np.ndarray
     lesions: np.ndarray
     affine: np.ndarray
+    labels: np.ndarray
+    lesion_fraction: np.ndarray
 
     @property
     def image(self) -> np.ndarray:  # the training interface (BatchStream) reads these two
@@ -73,7 +89,28 @@ class PairSample:
 
     @property
     def mask(self) -> np.ndarray:
-        return self.targets
+        """Training targets ``(3 + N_TISSUE_CLASSES, x, y, z)``: the images, then the tissue
+        fractions (:func:`tissue_fractions`)."""
+        fractions = tissue_fractions(self.labels, self.lesion_fraction)
+        return np.concatenate([self.targets, fractions]).astype(np.float32)
+
+
+def tissue_fractions(labels: np.ndarray, lesion_fraction: np.ndarray) -> np.ndarray:
+    """Partial-volume fraction of every tissue class per voxel, ``(N_TISSUE_CLASSES, x, y,
+    z)`` float32 summing to 1: each label's indicator blurred as the rendered images' edges
+    are (:data:`PARTIAL_VOLUME_SIGMA`), lesions mixed in by their fraction (last class). The
+    rendered clean image is exactly these fractions weighted by the tissues' values."""
+    lesion_fraction = np.asarray(lesion_fraction, np.float32)
+    out = np.empty((N_TISSUE_CLASSES, *labels.shape), np.float32)
+    for label in range(N_LABELS):
+        indicator = (labels == label).astype(np.float32)
+        if indicator.any():
+            ndimage.gaussian_filter(indicator, PARTIAL_VOLUME_SIGMA, output=out[label])
+        else:
+            out[label] = 0.0
+    out[:N_LABELS] *= 1 - lesion_fraction
+    out[N_LABELS] = lesion_fraction
+    return out
 
 
 class PairedHeads(HeadsWithLesions):
@@ -115,18 +152,21 @@ class PairedHeads(HeadsWithLesions):
         source = self._clean(grid_labels, fraction, source_means.labels, source_means.lesion)
         source = self._acquire(source * texture, rng)
         targets, target_rng = [], None if config.reference_targets else rng
+        target_tissues = (at_field(tissues, config.target_field_t)
+                          if config.reference_targets and config.target_field_t else tissues)
         for target in TARGETS:
             if target == "CT":
                 hounsfield, lesion_hu = hounsfield_units(target_rng)
                 clean = self._clean(grid_labels, fraction, hounsfield, lesion_hu) / HU_SCALE
             else:
-                means = contrast_means(target, tissues, target_rng)
+                means = contrast_means(target, target_tissues, target_rng)
                 clean = self._clean(grid_labels, fraction, means.labels, means.lesion)
                 clean = np.clip(clean * texture, 0.0, MAX_RELATIVE)
             targets.append(clean.astype(np.float32))
         sample = PairSample(normalise_in_mask(source, brain)[None], np.stack(targets),
                             brain.astype(np.uint8), head.astype(np.uint8),
-                            (fraction >= 0.5).astype(np.uint8), affine)
+                            (fraction >= 0.5).astype(np.uint8), affine,
+                            grid_labels.astype(np.uint8), fraction.astype(np.float32))
         if not config.patch:
             return [sample]
         return [crop_pair(sample, config.patch, rng) for _ in range(patches)]
@@ -156,4 +196,5 @@ def crop_pair(sample: PairSample, patch: int | None, rng: np.random.Generator) -
     box, affine = random_cube(np.argwhere(sample.brain), sample.brain.shape, patch, rng,
                               sample.affine)
     return PairSample(sample.source[(slice(None), *box)], sample.targets[(slice(None), *box)],
-                      sample.brain[box], sample.head[box], sample.lesions[box], affine)
+                      sample.brain[box], sample.head[box], sample.lesions[box], affine,
+                      sample.labels[box], sample.lesion_fraction[box])

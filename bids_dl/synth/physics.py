@@ -110,6 +110,25 @@ class TissueProperties:
     pd: np.ndarray
     lesion: tuple[float, float, float]
     field_t: float
+    #: The head's relative deviations from the tables ``(3, N_LABELS + 1)``: T1, T2, PD
+    #: factors per label, then lesions (the same head at another field: :func:`at_field`).
+    factors: np.ndarray | None = None
+
+
+def _table() -> np.ndarray:
+    """:data:`TISSUES` in label order, then :data:`LESION_TISSUE` (``(N_LABELS + 1, 5)``)."""
+    names = sorted(LABELS, key=LABELS.get)
+    return np.array([TISSUES[name] for name in names] + [LESION_TISSUE], dtype=np.float64)
+
+
+def _properties(factors: np.ndarray, field_t: float) -> TissueProperties:
+    column = 0 if field_t < 2.2 else 1
+    table = _table()
+    t1 = table[:, column] * factors[0]
+    t2 = table[:, 2 + column] * factors[1]
+    pd = np.clip(table[:, 4] * factors[2], 0, 1)
+    return TissueProperties(t1[:N_LABELS], t2[:N_LABELS], pd[:N_LABELS],
+                            (float(t1[-1]), float(t2[-1]), float(pd[-1])), field_t, factors)
 
 
 def tissue_properties(rng: np.random.Generator, field_t: float | None = None,
@@ -117,14 +136,35 @@ def tissue_properties(rng: np.random.Generator, field_t: float | None = None,
     """Tissue values of one head at ``field_t`` (default: 1.5 or 3 T at random), each
     tissue jittered by up to ``jitter`` (relative; PD by half of it)."""
     field_t = float(rng.choice(FIELDS_T)) if field_t is None else field_t
-    column = 0 if field_t < 2.2 else 1
-    names = sorted(LABELS, key=LABELS.get)
-    table = np.array([TISSUES[name] for name in names] + [LESION_TISSUE], dtype=np.float64)
-    t1 = table[:, column] * (1 + rng.uniform(-jitter, jitter, len(table)))
-    t2 = table[:, 2 + column] * (1 + rng.uniform(-jitter, jitter, len(table)))
-    pd = np.clip(table[:, 4] * (1 + rng.uniform(-jitter / 2, jitter / 2, len(table))), 0, 1)
-    return TissueProperties(t1[:N_LABELS], t2[:N_LABELS], pd[:N_LABELS],
-                            (float(t1[-1]), float(t2[-1]), float(pd[-1])), field_t)
+    count = N_LABELS + 1
+    factors = np.stack([1 + rng.uniform(-jitter, jitter, count),
+                        1 + rng.uniform(-jitter, jitter, count),
+                        1 + rng.uniform(-jitter / 2, jitter / 2, count)])
+    return _properties(factors, field_t)
+
+
+def at_field(tissues: TissueProperties, field_t: float) -> TissueProperties:
+    """The same head's tissues (same relative deviations from the tables) at ``field_t``."""
+    factors = np.ones((3, N_LABELS + 1)) if tissues.factors is None else tissues.factors
+    return _properties(factors, field_t)
+
+
+#: Field strength (T) of the synthesis targets' reference protocols.
+REFERENCE_FIELD_T = 3.0
+
+
+def reference_signals() -> np.ndarray:
+    """The synthesis targets of every tissue class, ``(3, N_LABELS + 1)`` (rows FLAIR, T2w
+    relative to white matter, CT in HU; columns the labels, then lesions): the reference
+    protocols at :data:`REFERENCE_FIELD_T` with the tables' central values, unjittered."""
+    tissues = _properties(np.ones((3, N_LABELS + 1)), REFERENCE_FIELD_T)
+    rows = []
+    for contrast in ("FLAIR", "T2w"):
+        means = contrast_means(contrast, tissues, None)
+        rows.append([*means.labels, means.lesion])
+    hounsfield, lesion_hu = hounsfield_units(None)
+    rows.append([*hounsfield, lesion_hu])
+    return np.array(rows, np.float64)
 
 
 def sample_sequence(sequence: str, rng: np.random.Generator | None,

@@ -48,8 +48,14 @@ CARD_IO = {
                   "axes": "world R, A, S, centred on the brain", "channels": ["T1w"],
                   "normalisation": "1st-99th percentile inside the brain mask to 0-1, "
                                    "clipped at 2"},
-        "output": "FLAIR and T2w relative to white matter (= 1), CT in HU / 1000 "
-                  "(linear outputs)"},
+        "output": "FLAIR and T2w of the reference 3 T protocols relative to white matter "
+                  "(= 1), CT in HU / 1000: the predicted tissue mixture rendered with each "
+                  "tissue's reference signal (bids_dl.synth.physics.reference_signals)"},
+}
+ARCHITECTURES = {
+    "contrast-synthesis": "3D U-Net, group normalisation, softmax over the tissue classes "
+                          "(every label of the synthetic heads, then lesions), then a fixed "
+                          "1x1x1 physics rendering layer (bids_dl.models.synthesis_net)",
 }
 
 
@@ -123,8 +129,9 @@ GENERATORS = {
                            "juxtacortical, infratentorial; 10 mm3-30 ml; 0-60 per head, 15 % "
                            "lesion-free; " + _LEFT_OUT + _MIMICS + ")",
     "contrast-synthesis": "bids_dl.synth.pairs.PairedHeads (physics: bids_dl.synth.physics; "
-                          "T1w by MPRAGE or SPGR at 1.5/3 T -> clean FLAIR, T2w and CT of the "
-                          "same head; lesions in half of the heads)",
+                          "T1w by MPRAGE or SPGR at 1.5/3 T -> clean FLAIR and T2w of the "
+                          "reference 3 T protocols and the reference CT of the same head, and "
+                          "its tissue fractions; lesions in half of the heads)",
 }
 EVALUATORS = {"brain-extraction": evaluate_model, "lesion-segmentation": evaluate_lesion_model,
               "contrast-synthesis": evaluate_synthesis_model}
@@ -154,7 +161,8 @@ def describe_run(recipe: Recipe, steps: int) -> str:
     if recipe.init_from:
         start = (" from that model (--init-from" + (" --init-output: every layer, the output "
                  "layer too" if recipe.init_output else ": every layer but the output layer")
-                 + ")")
+                 + (f"; input channel {recipe.init_input_channel} of its first convolution"
+                    if recipe.init_input_channel is not None else "") + ")")
     decay = f"decaying linearly to {recipe.final_learning_rate:g}"
     rate = (f"learning rate {recipe.learning_rate:g} {decay}" if not recipe.steps else
             f"learning rate {recipe.learning_rate / 2:g} {decay}" if not recipe.patch_steps else
@@ -176,7 +184,11 @@ def inherited(recipe: Recipe, steps: int) -> dict:
     card_path = start.with_suffix(".json")
     parent = json.loads(card_path.read_text()) if card_path.is_file() else {}
     if parent.get("name") != recipe.task:
-        return {"lineage": [f"weights of {start.name}", run]}
+        origin = (f"weights of {start.name} (the {parent['name']} model {parent.get('version')}, "
+                  f"sha256 {parent.get('sha256')}, "
+                  f"{parent.get('steps_with_lineage', parent.get('steps', 0)):,} steps in its "
+                  "lineage)" if parent.get("name") else f"weights of {start.name}")
+        return {"lineage": [origin, run]}
     fields = {"init_from": f"{start.name} {parent.get('version')} (sha256 "
                            f"{parent.get('sha256')}; see lineage)",
               "lineage": [*parent.get("lineage", []), run],
@@ -210,8 +222,9 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "file": entry.weights,
         "sha256": sha256(target),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "architecture": f"3D U-Net, group normalisation, {FINAL_ACTIVATION[recipe.task]} "
-                        "output (bids_dl.models.unet)",
+        "architecture": ARCHITECTURES.get(
+            recipe.task, f"3D U-Net, group normalisation, {FINAL_ACTIVATION[recipe.task]} "
+                         "output (bids_dl.models.unet)"),
         **CARD_IO[recipe.task],
         "recipe": recorded,
         "seed": recipe.seed,

@@ -24,13 +24,15 @@ TASK_DEFAULTS = {
                             "output_bias": -3.0,
                             "loss": "channel-wise soft Dice (over the batch) + binary "
                                     "cross-entropy (lesion channel x2)"},
-    "contrast-synthesis": {"patch_steps": 4000, "steps": 0, "patch": 64,
-                           "loss": "L1 + (1 - SSIM), 7^3 windows"},
+    "contrast-synthesis": {"patch_steps": 4000, "steps": 0, "patch": 64, "batch_size": 2,
+                           "loss": "L1 + (1 - SSIM) of the rendered images (7^3 windows) + "
+                                   "cross-entropy of the tissue mixture"},
 }
 TASK_HELP = {"brain-extraction": "train the brain-extraction U-Net (1 input: any contrast)",
              "lesion-segmentation": "train the lesion U-Net (2 inputs: FLAIR, T1w; either "
                                     "may be missing)",
-             "contrast-synthesis": "train the synthesis U-Net (T1w in; FLAIR, T2w, CT out)"}
+             "contrast-synthesis": "train the synthesis net (T1w in; tissue mixture -> "
+                                   "FLAIR, T2w, CT out)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--init-output", action="store_true",
                          help="with --init-from: copy the output layer too (fine-tuning a "
                               "model of the same task)")
+        sub.add_argument("--init-input-channel", type=int, default=None, metavar="C",
+                         help="with --init-from: keep only input channel C of its first "
+                              "convolution (e.g. 1: the lesion model's T1w channel)")
         sub.add_argument("--final-learning-rate", type=float,
                          default=defaults.final_learning_rate,
                          help="where the learning rate decays to at the last step")
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, activation=args.activation,
         output_bias=args.output_bias,
         init_from=str(args.init_from) if args.init_from else None,
-        init_output=args.init_output,
+        init_output=args.init_output, init_input_channel=args.init_input_channel,
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )
     from .card import write_model

@@ -62,14 +62,20 @@ def lesion_contrast(flair: np.ndarray, lesions: np.ndarray, brain: np.ndarray,
     return float(flair[core].mean() / np.median(flair[away]))
 
 
-def evaluate_pairs(synthesise: Synthesiser, labels_dir: Path, cases: int = 3) -> dict:
+VALIDATION_SEED = 21_000_000  # validation heads: the training anatomies, never-used seeds
+
+
+def evaluate_pairs(synthesise: Synthesiser, labels_dir: Path, cases: int = 3,
+                   split: str = "heldout") -> dict:
     """Every synthesis metric of the model card, averaged over ``cases`` held-out heads
-    (half of them with lesions)."""
-    maps, names = load_label_maps(labels_dir, "heldout")
+    (half of them with lesions); ``split="train"``: validation heads of the training
+    anatomies with seeds never used in training (to choose between candidates)."""
+    maps, names = load_label_maps(labels_dir, split)
     heads = PairedHeads(maps)
+    offset = SEED_OFFSET if split == "heldout" else VALIDATION_SEED
     scores: dict[str, list[float]] = {}
     for case in range(cases):
-        sample = heads.sample((SEED_OFFSET, case), label_map=case % len(maps),
+        sample = heads.sample((offset, case), label_map=case % len(maps),
                               lesion_count=20 if case % 2 == 0 else 0)
         predicted = synthesise(sample.source)
         brain, head = sample.brain.astype(bool), sample.head.astype(bool)

@@ -43,12 +43,8 @@ SSIM_WINDOW = 7  # voxels (cubic, uniform) of the local SSIM statistics
 SSIM_RANGE = 2.0  # dynamic range L of the targets (MR: x white matter; CT: HU / 1000)
 
 
-@keras.saving.register_keras_serializable(package="bids_dl")
-def l1_ssim_loss(y_true, y_pred):
-    """Mean absolute error plus ``1 - SSIM`` (local 7³ windows, constants for a dynamic range
-    of :data:`SSIM_RANGE`), over every voxel and channel; channels-first tensors
-    ``(batch, channels, x, y, z)`` (the synthesis targets)."""
-    y_true = ops.cast(y_true, y_pred.dtype)
+def _l1_ssim(y_true, y_pred):
+    """Scalar L1 + (1 - mean local SSIM) of channels-first tensors."""
     l1 = ops.mean(ops.abs(y_true - y_pred))
 
     def local_mean(x):  # the cubic box filter as three 1D passes (5x faster, same values)
@@ -66,10 +62,34 @@ def l1_ssim_loss(y_true, y_pred):
     covariance = local_mean(y_true * y_pred) - mu_true * mu_pred
     ssim = ((2 * mu_true * mu_pred + c1) * (2 * covariance + c2)) / (
         (mu_true**2 + mu_pred**2 + c1) * (var_true + var_pred + c2))
-    loss = l1 + (1.0 - ops.mean(ssim))
-    return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * loss
+    return l1 + (1.0 - ops.mean(ssim))
+
+
+@keras.saving.register_keras_serializable(package="bids_dl")
+def l1_ssim_loss(y_true, y_pred):
+    """Mean absolute error plus ``1 - SSIM`` (local 7³ windows, constants for a dynamic range
+    of :data:`SSIM_RANGE`), over every voxel and channel; channels-first tensors
+    ``(batch, channels, x, y, z)`` (the synthesis targets)."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+    return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * _l1_ssim(y_true, y_pred)
+
+
+SYNTHESIS_IMAGES = 3  # FLAIR, T2w, CT: the first channels of the synthesis net's training output
+
+
+@keras.saving.register_keras_serializable(package="bids_dl")
+def tissue_synthesis_loss(y_true, y_pred):
+    """L1 + (1 - SSIM) of the rendered images (the first :data:`SYNTHESIS_IMAGES` channels)
+    plus the cross-entropy of the predicted tissue mixture against the partial-volume tissue
+    fractions (the other channels); channels-first ``(batch, channels, x, y, z)``."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+    images = _l1_ssim(y_true[:, :SYNTHESIS_IMAGES], y_pred[:, :SYNTHESIS_IMAGES])
+    fractions = y_true[:, SYNTHESIS_IMAGES:]
+    predicted = ops.clip(y_pred[:, SYNTHESIS_IMAGES:], 1e-6, 1.0)
+    cross_entropy = -ops.mean(ops.sum(fractions * ops.log(predicted), axis=1))
+    return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * (images + cross_entropy)
 
 
 #: The loss each task trains with.
 LOSSES = {"brain-extraction": dice_bce_loss, "lesion-segmentation": channelwise_dice_bce_loss,
-          "contrast-synthesis": l1_ssim_loss}
+          "contrast-synthesis": tissue_synthesis_loss}

@@ -41,6 +41,9 @@ class Recipe:
     output_bias: float = 0.0  # initial bias of the output layer
     init_from: str | None = None  # a .keras whose weights start the run (output layer fresh)
     init_output: bool = False  # also copy init_from's output layer (fine-tuning one task)
+    #: With init_from: the input channel of its first convolution to keep (a model with more
+    #: inputs starting a one-input model, e.g. 1: the lesion model's T1w)
+    init_input_channel: int | None = None
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -77,26 +80,55 @@ def architecture(recipe: Recipe) -> dict:
             "output_bias": recipe.output_bias}
 
 
+def _synthesis_architecture(recipe: Recipe) -> dict:
+    return {"filters": recipe.filters, "groups": recipe.groups, "dropout": recipe.dropout,
+            "activation": recipe.activation}
+
+
 def _build(recipe: Recipe, data_format: str):
+    """The training model (contrast synthesis: the tissue-mixture net with its tissue
+    output, :mod:`bids_dl.models.synthesis_net`; else a U-Net)."""
+    if recipe.task == "contrast-synthesis":
+        from ..models.synthesis_net import build_synthesis_net
+
+        return build_synthesis_net(data_format=data_format, training=True,
+                                   **_synthesis_architecture(recipe))
     from ..models.unet import build_unet
 
     return build_unet(data_format=data_format, **architecture(recipe))
 
 
-def initialise_from(model, path: Path, include_output: bool = False) -> int:
+def _shipped(model, recipe: Recipe):
+    """The channels-last inference copy of a trained model."""
+    if recipe.task == "contrast-synthesis":
+        from ..models.synthesis_net import to_inference
+
+        return to_inference(model, **_synthesis_architecture(recipe))
+    from ..models.unet import to_channels_last
+
+    return to_channels_last(model, **architecture(recipe))
+
+
+def initialise_from(model, path: Path, include_output: bool = False,
+                    input_channel: int | None = None) -> int:
     """Copy the weights of the ``.keras`` at ``path`` into ``model``, layer by layer by name,
-    except the output layer unless ``include_output`` (else kept fresh: a restarted head);
-    returns the layers copied. The block activations may differ (e.g. a ReLU run continued
-    with leaky ReLUs). Training models are channels-first, shipped ones channels-last: the
-    convolution kernels are the same arrays either way."""
+    except the output layer unless ``include_output`` (else kept fresh: a restarted head)
+    and fixed (non-trainable) layers; returns the layers copied. ``input_channel``: keep
+    only this input channel of the first convolution (``down0_conv1``). The block
+    activations may differ (e.g. a ReLU run continued with leaky ReLUs). Training models
+    are channels-first, shipped ones channels-last: the convolution kernels are the same
+    arrays either way."""
     import keras
 
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
     copied = 0
     for layer in model.layers:
-        if (layer.name == "output" and not include_output) or not layer.weights:
+        if ((layer.name == "output" and not include_output) or not layer.weights
+                or not layer.trainable):
             continue
         weights = source.get_layer(layer.name).get_weights()
+        if input_channel is not None and layer.name == "down0_conv1":
+            weights = [weights[0][..., input_channel:input_channel + 1, :], *weights[1:]]
         if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
             raise ValueError(f"{path}: layer {layer.name} does not match the recipe's model")
         layer.set_weights(weights)
@@ -151,7 +183,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
     else:
         model = _build(recipe, "channels_first")
         if recipe.init_from:
-            copied = initialise_from(model, Path(recipe.init_from), recipe.init_output)
+            copied = initialise_from(model, Path(recipe.init_from), recipe.init_output,
+                                     recipe.init_input_channel)
             print(f"initialised {copied} layers from {recipe.init_from}", flush=True)
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
                       loss=losses.LOSSES[recipe.task])
@@ -192,10 +225,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             if stopping and step + 1 < recipe.total_steps:
                 return None
     final = work_dir / "final.keras"
-    from ..models.unet import to_channels_last
-
-    shipped = to_channels_last(model, **architecture(recipe))
-    shipped.save(final)
+    _shipped(model, recipe).save(final)
     return final
 
 
