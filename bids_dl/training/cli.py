@@ -26,7 +26,7 @@ TASK_DEFAULTS = {
                                     "cross-entropy (lesion channel x2)"},
     "contrast-synthesis": {"patch_steps": 4000, "steps": 0, "patch": 64, "batch_size": 2,
                            "loss": "L1 + (1 - SSIM) of the rendered images (7^3 windows) + "
-                                   "cross-entropy of the tissue mixture"},
+                                   "cross-entropy of the tissue mixture (lesion class x10)"},
 }
 TASK_HELP = {"brain-extraction": "train the brain-extraction U-Net (1 input: any contrast)",
              "lesion-segmentation": "train the lesion U-Net (2 inputs: FLAIR, T1w; either "

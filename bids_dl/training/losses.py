@@ -75,18 +75,25 @@ def l1_ssim_loss(y_true, y_pred):
 
 
 SYNTHESIS_IMAGES = 3  # FLAIR, T2w, CT: the first channels of the synthesis net's training output
+#: Weight of the lesion class (the last) in the tissue cross-entropy: lesions fill < 1 % of
+#: the patches, and a mixture without them erases lesions from the synthetic FLAIR
+LESION_CLASS_WEIGHT = 10.0
 
 
 @keras.saving.register_keras_serializable(package="bids_dl")
 def tissue_synthesis_loss(y_true, y_pred):
     """L1 + (1 - SSIM) of the rendered images (the first :data:`SYNTHESIS_IMAGES` channels)
     plus the cross-entropy of the predicted tissue mixture against the partial-volume tissue
-    fractions (the other channels); channels-first ``(batch, channels, x, y, z)``."""
+    fractions (the other channels; the lesion class, last, weighs
+    :data:`LESION_CLASS_WEIGHT`); channels-first ``(batch, channels, x, y, z)``."""
     y_true = ops.cast(y_true, y_pred.dtype)
     images = _l1_ssim(y_true[:, :SYNTHESIS_IMAGES], y_pred[:, :SYNTHESIS_IMAGES])
     fractions = y_true[:, SYNTHESIS_IMAGES:]
     predicted = ops.clip(y_pred[:, SYNTHESIS_IMAGES:], 1e-6, 1.0)
-    cross_entropy = -ops.mean(ops.sum(fractions * ops.log(predicted), axis=1))
+    classes = fractions.shape[1]
+    weights = ops.reshape(ops.convert_to_tensor([1.0] * (classes - 1) + [LESION_CLASS_WEIGHT],
+                                                dtype=y_pred.dtype), (1, classes, 1, 1, 1))
+    cross_entropy = -ops.mean(ops.sum(weights * fractions * ops.log(predicted), axis=1))
     return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * (images + cross_entropy)
 
 
