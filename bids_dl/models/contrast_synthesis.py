@@ -2,9 +2,10 @@
 
 Path (shared with lesion segmentation): load the T1w -> its brain mask (given, or by the
 brain-extraction model) -> the engine's 1.5 mm grid centred on the brain -> normalisation
-inside the brain -> the synthesis net on 64³ tiles (a tissue mixture rendered through the
-reference acquisitions, :mod:`bids_dl.models.synthesis_net`; outputs: FLAIR, T2w relative to
-white matter; CT in HU / 1000) -> the asked targets resampled onto the T1w's grid. MR outputs are put on the
+inside the brain -> the synthesis model on 64³ tiles (outputs: FLAIR, T2w relative to white
+matter; CT in HU / 1000; the shipped model is a U-Net with linear outputs, and the
+tissue-mixture net that training now builds, :mod:`bids_dl.models.synthesis_net`, runs the
+same way) -> the asked targets resampled onto the T1w's grid. MR outputs are put on the
 source's white-matter scale (white matter = the T1w's white-matter intensity); CT in HU.
 """
 

@@ -17,10 +17,10 @@ import keras
 import numpy as np
 from keras import layers
 
+from .contrast_synthesis import HU_SCALE, TARGETS
 from .unet import build_unet
 
-N_TARGETS = 3
-HU_SCALE = 1000.0
+N_TARGETS = len(TARGETS)
 
 
 def rendering_weights() -> np.ndarray:

@@ -70,15 +70,14 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
         )
     card = cards.get("contrast-synthesis")
     if card:
+        mixture = "tissue classes" in str(card.get("architecture"))
         paragraphs.append(
             "Synthetic images (FLAIR, T2w and/or a pseudo-CT) were generated from each "
             "session's T1w with the bids-dl contrast-synthesis model (version "
             f"{card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), "
-            + (_MIXTURE if "tissue classes" in str(card.get("architecture")) else
-               "a 3D U-Net ")
+            + (_MIXTURE if mixture else "a 3D U-Net ")
             + f"trained for {card.get('steps')} steps with an L1 + SSIM loss"
-            + (" (plus the cross-entropy of the tissue mixture)"
-               if "tissue classes" in str(card.get("architecture")) else "")
+            + (" (plus the cross-entropy of the tissue mixture)" if mixture else "")
             + " on pairs rendered from "
             "synthetic heads through MR signal equations (MPRAGE/SPGR, spin echo, inversion "
             "recovery) with literature tissue T1, T2 and proton density at 1.5 and 3 T, and "
