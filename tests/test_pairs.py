@@ -51,6 +51,19 @@ def test_pairs_are_seeded_and_patches_align(heads):
     assert patched.brain.any()
 
 
+def test_patches_centred_on_lesions(heads):
+    """p_patch_on_lesion = 1: every patch of a head with lesions holds lesion voxels, more
+    of them than brain-centred patches do on average."""
+    def lesion_voxels(p_on_lesion: float) -> list[int]:
+        config = PairConfig(patch=24, p_patch_on_lesion=p_on_lesion)
+        samples = PairedHeads(heads.label_maps, config).samples(3, 6, lesion_count=10)
+        return [int(s.lesions.sum()) for s in samples]
+
+    on_lesions, anywhere = lesion_voxels(1.0), lesion_voxels(0.0)
+    assert min(on_lesions) > 0
+    assert np.mean(on_lesions) > np.mean(anywhere)
+
+
 def test_tissue_fractions_render_the_targets(heads):
     """The training targets of the tissue mixture: per-class partial-volume fractions that sum
     to 1 and, weighted by the reference signals (the synthesis net's rendering layer), give

@@ -161,6 +161,27 @@ def test_tissue_synthesis_loss():
         np.concatenate([images, wrong_mixture], axis=1)) + 0.3
 
 
+def test_tissue_synthesis_loss_counts_small_lesions():
+    """A mixture that calls 8 lesion voxels (of 4,096) white matter costs at least the
+    lesion Dice weight, however few the lesion voxels are."""
+    from bids_dl.training.losses import LESION_DICE_WEIGHT, tissue_synthesis_loss
+
+    classes = np.zeros((1, 16, 16, 16), int)
+    classes[0, 4:6, 4:6, 4:6] = 3  # the last class: lesions
+    fractions = np.moveaxis(np.eye(4, dtype=np.float32)[classes], -1, 1)
+    truth = np.concatenate([np.zeros((1, 3, 16, 16, 16), np.float32), fractions], axis=1)
+    missed = fractions.copy()
+    missed[:, 0] += missed[:, 3]
+    missed[:, 3] = 0
+
+    def loss(mixture):
+        pred = np.concatenate([truth[:, :3], np.clip(mixture, 1e-4, 1.0)], axis=1)
+        return float(np.asarray(tissue_synthesis_loss(truth, pred))[0])
+
+    assert loss(fractions) < 0.05  # the clipped 1e-4 elsewhere adds to the Dice sums
+    assert loss(missed) - loss(fractions) > 0.8 * LESION_DICE_WEIGHT + 0.1
+
+
 def test_time_limit_checkpoints_and_resumes(labels_dir, tmp_path):
     """--time-limit 0 stops after the first step with a checkpoint; a rerun resumes there."""
     from bids_dl.training import cli

@@ -65,6 +65,9 @@ class PairConfig:
     target_field_t: float | None = REFERENCE_FIELD_T
     texture: float = 0.04  # relative amplitude of the shared tissue microtexture
     patch: int | None = None  # cubic patches of this many voxels (None: whole grid)
+    #: Chance that a patch of a head with lesions is centred on a lesion voxel (lesions
+    #: fill < 1 % of the brain: a mixture trained on brain-centred patches drops them)
+    p_patch_on_lesion: float = 0.0
 
 
 @dataclass
@@ -122,10 +125,10 @@ class PairedHeads(HeadsWithLesions):
 
     sample_type = PairSample
 
-    @staticmethod
-    def crop(sample: PairSample, patch: int, rng: np.random.Generator) -> PairSample:
-        """A training patch of a whole-grid ``sample``, centred on a random brain voxel."""
-        return crop_pair(sample, patch, rng)
+    def crop(self, sample: PairSample, patch: int, rng: np.random.Generator) -> PairSample:
+        """A training patch of a whole-grid ``sample``, centred on a random lesion voxel at
+        the configured rate, else on a random brain voxel."""
+        return crop_pair(sample, patch, rng, self.config.p_patch_on_lesion)
 
     def sample(self, seed, label_map: int | None = None,
                lesion_count: int | None = None) -> PairSample:
@@ -169,7 +172,8 @@ class PairedHeads(HeadsWithLesions):
                             grid_labels.astype(np.uint8), fraction.astype(np.float32))
         if not config.patch:
             return [sample]
-        return [crop_pair(sample, config.patch, rng) for _ in range(patches)]
+        return [crop_pair(sample, config.patch, rng, config.p_patch_on_lesion)
+                for _ in range(patches)]
 
     @staticmethod
     def _clean(grid_labels: np.ndarray, lesion_fraction: np.ndarray, label_values: np.ndarray,
@@ -188,13 +192,18 @@ class PairedHeads(HeadsWithLesions):
         return (np.clip(image, 0, None) ** np.exp(rng.uniform(-0.2, 0.2))).astype(np.float32)
 
 
-def crop_pair(sample: PairSample, patch: int | None, rng: np.random.Generator) -> PairSample:
-    """A cubic ``patch`` of ``sample`` centred on a random brain voxel (after normalisation
-    over the whole brain, as at inference)."""
+def crop_pair(sample: PairSample, patch: int | None, rng: np.random.Generator,
+              p_on_lesion: float = 0.0) -> PairSample:
+    """A cubic ``patch`` of ``sample`` (after normalisation over the whole brain, as at
+    inference) centred on a random lesion voxel with probability ``p_on_lesion`` when the
+    sample has lesions, else on a random brain voxel (no extra random draw when
+    ``p_on_lesion`` is 0: the patches of older runs are unchanged)."""
     if not patch:
         return sample
-    box, affine = random_cube(np.argwhere(sample.brain), sample.brain.shape, patch, rng,
-                              sample.affine)
+    candidates = np.argwhere(sample.brain)
+    if p_on_lesion > 0 and sample.lesions.any() and rng.random() < p_on_lesion:
+        candidates = np.argwhere(sample.lesions)
+    box, affine = random_cube(candidates, sample.brain.shape, patch, rng, sample.affine)
     return PairSample(sample.source[(slice(None), *box)], sample.targets[(slice(None), *box)],
                       sample.brain[box], sample.head[box], sample.lesions[box], affine,
                       sample.labels[box], sample.lesion_fraction[box])

@@ -26,7 +26,8 @@ TASK_DEFAULTS = {
                                     "cross-entropy (lesion channel x2)"},
     "contrast-synthesis": {"patch_steps": 4000, "steps": 0, "patch": 64, "batch_size": 2,
                            "loss": "L1 + (1 - SSIM) of the rendered images (7^3 windows) + "
-                                   "cross-entropy of the tissue mixture (lesion class x10)"},
+                                   "cross-entropy of the tissue mixture (lesion class x10) + "
+                                   "soft Dice of the lesion class (over the batch)"},
 }
 TASK_HELP = {"brain-extraction": "train the brain-extraction U-Net (1 input: any contrast)",
              "lesion-segmentation": "train the lesion U-Net (2 inputs: FLAIR, T1w; either "
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--init-input-channel", type=int, default=None, metavar="C",
                          help="with --init-from: keep only input channel C of its first "
                               "convolution (e.g. 1: the lesion model's T1w channel)")
+        sub.add_argument("--patch-on-lesion", type=float, default=defaults.patch_on_lesion,
+                         metavar="P", help="chance that a patch is centred on a lesion "
+                                           "(default: the generator's; lesion "
+                                           "segmentation 0.7, synthesis 0)")
         sub.add_argument("--final-learning-rate", type=float,
                          default=defaults.final_learning_rate,
                          help="where the learning rate decays to at the last step")
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         output_bias=args.output_bias,
         init_from=str(args.init_from) if args.init_from else None,
         init_output=args.init_output, init_input_channel=args.init_input_channel,
+        patch_on_lesion=args.patch_on_lesion,
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )
     from .card import write_model

@@ -78,6 +78,9 @@ SYNTHESIS_IMAGES = 3  # FLAIR, T2w, CT: the first channels of the synthesis net'
 #: Weight of the lesion class (the last) in the tissue cross-entropy: lesions fill < 1 % of
 #: the patches, and a mixture without them erases lesions from the synthetic FLAIR
 LESION_CLASS_WEIGHT = 10.0
+#: Weight of the soft Dice of the lesion class (pooled over the batch, as the lesion model's),
+#: which does not shrink with the lesions' share of the voxels as the cross-entropy does
+LESION_DICE_WEIGHT = 1.0
 
 
 @keras.saving.register_keras_serializable(package="bids_dl")
@@ -85,7 +88,8 @@ def tissue_synthesis_loss(y_true, y_pred):
     """L1 + (1 - SSIM) of the rendered images (the first :data:`SYNTHESIS_IMAGES` channels)
     plus the cross-entropy of the predicted tissue mixture against the partial-volume tissue
     fractions (the other channels; the lesion class, last, weighs
-    :data:`LESION_CLASS_WEIGHT`); channels-first ``(batch, channels, x, y, z)``."""
+    :data:`LESION_CLASS_WEIGHT`) plus :data:`LESION_DICE_WEIGHT` x the soft Dice loss of the
+    lesion class over the batch; channels-first ``(batch, channels, x, y, z)``."""
     y_true = ops.cast(y_true, y_pred.dtype)
     images = _l1_ssim(y_true[:, :SYNTHESIS_IMAGES], y_pred[:, :SYNTHESIS_IMAGES])
     fractions = y_true[:, SYNTHESIS_IMAGES:]
@@ -94,7 +98,11 @@ def tissue_synthesis_loss(y_true, y_pred):
     weights = ops.reshape(ops.convert_to_tensor([1.0] * (classes - 1) + [LESION_CLASS_WEIGHT],
                                                 dtype=y_pred.dtype), (1, classes, 1, 1, 1))
     cross_entropy = -ops.mean(ops.sum(weights * fractions * ops.log(predicted), axis=1))
-    return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * (images + cross_entropy)
+    lesion_true, lesion_pred = fractions[:, -1], y_pred[:, -1]
+    overlap = ops.sum(lesion_true * lesion_pred)
+    dice = 1.0 - (2.0 * overlap + 1.0) / (ops.sum(lesion_true) + ops.sum(lesion_pred) + 1.0)
+    return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * (images + cross_entropy
+                                                   + LESION_DICE_WEIGHT * dice)
 
 
 #: The loss each task trains with.

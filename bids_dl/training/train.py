@@ -44,6 +44,8 @@ class Recipe:
     #: With init_from: the input channel of its first convolution to keep (a model with more
     #: inputs starting a one-input model, e.g. 1: the lesion model's T1w)
     init_input_channel: int | None = None
+    #: Chance that a patch is centred on a lesion voxel (None: the generator's default)
+    patch_on_lesion: float | None = None
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -136,17 +138,21 @@ def initialise_from(model, path: Path, include_output: bool = False,
     return copied
 
 
-def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False):
+def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False,
+               patch_on_lesion: float | None = None):
     """The sample generator of ``task`` (``patch``: cubic patches; None: whole grid;
-    ``pooled``: whole heads for a :class:`~bids_dl.training.pool.PatchPool`)."""
+    ``pooled``: whole heads for a :class:`~bids_dl.training.pool.PatchPool`;
+    ``patch_on_lesion``: the chance of a lesion-centred patch, None: the generator's)."""
+    on_lesion = {} if patch_on_lesion is None else {"p_patch_on_lesion": patch_on_lesion}
     if task == "lesion-segmentation":
         from ..synth.lesion_generator import LesionConfig, LesionHeads
 
-        return LesionHeads(maps, LesionConfig(patch=patch, leave_out_in_crop=pooled))
+        return LesionHeads(maps, LesionConfig(patch=patch, leave_out_in_crop=pooled,
+                                              **on_lesion))
     if task == "contrast-synthesis":
         from ..synth.pairs import PairConfig, PairedHeads
 
-        return PairedHeads(maps, PairConfig(patch=patch))
+        return PairedHeads(maps, PairConfig(patch=patch, **on_lesion))
     return SyntheticHeads(maps, patch_config(patch))
 
 
@@ -196,7 +202,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         if start >= phase_stop:
             continue
         pooled = bool(recipe.pool and patch)
-        heads = make_heads(recipe.task, maps, None if pooled else patch, pooled)
+        heads = make_heads(recipe.task, maps, None if pooled else patch, pooled,
+                           recipe.patch_on_lesion)
         if pooled:
             if recipe.task == "brain-extraction":
                 raise ValueError("--pool: brain extraction trains from fresh heads")
