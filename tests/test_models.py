@@ -178,3 +178,46 @@ def test_synthesis_net_renders_its_tissue_mixture(tmp_path):
     assert again.shape == (1, 16, 16, 16, 3)
     assert np.allclose(np.moveaxis(again, -1, 1), out[:, :3], atol=1e-4)
     assert not reloaded.get_layer("render").trainable
+
+
+def test_synthesis_net_lesion_branch_replaces_the_mixtures_lesions(tmp_path):
+    """With a lesion branch, a voxel the branch calls lesion (p = 1) inside parenchyma is
+    rendered as lesion (FLAIR, T2w, CT of the lesion class) whatever the mixture says; outside
+    parenchyma (a ventricle) the mixture stands, and p = 0 leaves the mixture as it is. The
+    branch is frozen, also after a safe-mode reload."""
+    from bids_dl.models.layers import load_keras_model
+    from bids_dl.models.synthesis_net import build_synthesis_net, rendering_weights, to_inference
+    from bids_dl.synth.labels import LABELS
+
+    signals = rendering_weights()
+    image = np.random.default_rng(1).random((1, 1, 16, 16, 16)).astype(np.float32)
+
+    def render(tissue: str, lesion_logit: float):
+        model = build_synthesis_net((4, 8), data_format="channels_first", training=True,
+                                    lesion_branch=True)
+        bias = np.zeros(len(LABELS) + 1, np.float32)
+        bias[LABELS[tissue]] = 50.0
+        kernel = model.get_layer("output").get_weights()[0]
+        model.get_layer("output").set_weights([np.zeros_like(kernel), bias])
+        branch_out = model.get_layer("lesion_branch").get_layer("output")
+        kernel, branch_bias = branch_out.get_weights()
+        branch_bias[:] = lesion_logit
+        branch_out.set_weights([np.zeros_like(kernel), branch_bias])
+        return model, model.predict(image, verbose=0)[0]
+
+    model, lesion_in_wm = render("cerebral_wm", 30.0)
+    assert np.allclose(lesion_in_wm[3 + len(LABELS)], 1.0, atol=1e-5)
+    for channel in range(3):
+        assert np.allclose(lesion_in_wm[channel], signals[-1, channel], atol=1e-4)
+    _, in_ventricle = render("ventricles", 30.0)
+    assert np.allclose(in_ventricle[0], signals[LABELS["ventricles"], 0], atol=1e-4)
+    _, no_lesion = render("cerebral_wm", -30.0)
+    assert np.allclose(no_lesion[0], 1.0, atol=1e-4)
+    assert len(model.trainable_weights) < len(model.weights) - 30  # the branch is frozen
+    shipped = to_inference(model, filters=(4, 8), lesion_branch=True)
+    path = tmp_path / "synthesis.keras"
+    shipped.save(path)
+    reloaded = load_keras_model(path)
+    assert not reloaded.get_layer("lesion_branch").trainable
+    again = reloaded.predict(np.moveaxis(image, 1, -1), verbose=0)
+    assert np.allclose(np.moveaxis(again, -1, 1)[0], lesion_in_wm[:3], atol=1e-4)

@@ -136,6 +136,36 @@ def test_synthesis_net_starts_from_the_lesion_models_t1w_channel(lesion_model_di
     assert np.allclose(model.get_layer("render").get_weights()[0][0, 0, 0], rendering_weights())
 
 
+def test_lesion_branch_from_the_shipped_lesion_model(labels_dir, tmp_path):
+    """--lesion-branch-from: a 0-step run freezes the shipped lesion model's T1w path into
+    the synthesis net (its lesion output equals the lesion model's on a T1w alone), and the
+    card names the lesion model by sha256 and says so in its architecture and methods text."""
+    import keras
+
+    from bids_dl.models.registry import MODEL_DIR
+    from bids_dl.reports.boilerplate import methods_text
+    from bids_dl.training import cli
+
+    lesion_path = MODEL_DIR / "lesion_segmentation.keras"
+    work = tmp_path / "work"
+    assert cli.main(["contrast-synthesis", "--labels", str(labels_dir), "--work-dir", str(work),
+                     "--filters", "4,8", "--patch-steps", "0", "--steps", "0",
+                     "--lesion-branch-from", str(lesion_path), "--no-evaluate"]) == 0
+    card = json.loads((work / "contrast_synthesis.json").read_text())
+    lesion_card = json.loads(lesion_path.with_suffix(".json").read_text())
+    assert card["lesion_branch"]["sha256"] == lesion_card["sha256"]
+    assert lesion_card["sha256"] in card["recipe"]["lesion_branch_from"]
+    assert "lesion branch" in card["architecture"]
+    assert "frozen copy of the lesion model" in methods_text({"contrast-synthesis": card}, [])
+    model = keras.saving.load_model(work / "contrast_synthesis.keras", safe_mode=True)
+    lesion_model = keras.saving.load_model(lesion_path, safe_mode=True)
+    t1w = np.random.default_rng(2).random((1, 32, 32, 32, 1)).astype(np.float32)
+    branch = keras.Model(model.input, model.get_layer("lesion_probability").output)
+    expected = lesion_model.predict(np.concatenate([np.zeros_like(t1w), t1w], -1),
+                                    verbose=0)[..., :1]
+    assert np.allclose(branch.predict(t1w, verbose=0), expected, atol=2e-3)
+
+
 def test_tissue_synthesis_loss():
     """The synthesis loss: ~0 for the exact images and a confident right tissue mixture;
     higher for the right images from a wrong mixture, higher still when both are wrong."""

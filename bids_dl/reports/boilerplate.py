@@ -10,6 +10,10 @@ _MIXTURE = ("a 3D U-Net that predicts each voxel's mixture of tissue classes, re
             "TE 100 ms; reference CT numbers), ")
 
 
+_LESION_BRANCH = ("with lesions rendered where a frozen copy of the lesion model (its T1w "
+                  "path) finds them inside brain parenchyma, ")
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -76,6 +80,7 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "session's T1w with the bids-dl contrast-synthesis model (version "
             f"{card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), "
             + (_MIXTURE if mixture else "a 3D U-Net ")
+            + (_LESION_BRANCH if "lesion branch" in str(card.get("architecture")) else "")
             + f"trained for {card.get('steps')} steps with an L1 + SSIM loss"
             + (" (plus the cross-entropy of the tissue mixture)" if mixture else "")
             + " on pairs rendered from "

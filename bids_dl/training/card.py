@@ -200,6 +200,25 @@ def inherited(recipe: Recipe, steps: int) -> dict:
     return fields
 
 
+LESION_BRANCH_TEXT = ("; lesions from a frozen lesion branch (the lesion model's T1w path, "
+                      "gated by the mixture's parenchyma share) replace the mixture's lesion "
+                      "class")
+
+
+def lesion_branch_origin(recipe: Recipe) -> dict | None:
+    """The lesion model frozen into a synthesis net (file, version, sha256 and steps from
+    its card), or None without a branch."""
+    if not recipe.lesion_branch_from:
+        return None
+    path = Path(recipe.lesion_branch_from)
+    card_path = path.with_suffix(".json")
+    parent = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    return {"file": path.name, "name": parent.get("name"), "version": parent.get("version"),
+            "sha256": sha256(path),
+            "steps_with_lineage": parent.get("steps_with_lineage", parent.get("steps")),
+            "input_channel": "T1w (channel 1 of its first convolution)"}
+
+
 def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Path,
                 work_dir: Path, evaluate: bool = True, wall_seconds: float | None = None,
                 ) -> dict:
@@ -212,6 +231,11 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
     lineage = inherited(recipe, state["step"])  # before the copy: it may replace init_from
     recorded = json.loads(json.dumps(asdict(recipe)))
     recorded["init_from"] = lineage.pop("init_from", recorded["init_from"])
+    branch = lesion_branch_origin(recipe)
+    if branch:
+        recorded["lesion_branch_from"] = (f"{branch['file']} {branch['version']} (sha256 "
+                                          f"{branch['sha256']})")
+        lineage["lesion_branch"] = branch
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / entry.weights
     with atomic_path(target) as tmp:
@@ -224,7 +248,7 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "architecture": ARCHITECTURES.get(
             recipe.task, f"3D U-Net, group normalisation, {FINAL_ACTIVATION[recipe.task]} "
-                         "output (bids_dl.models.unet)"),
+                         "output (bids_dl.models.unet)") + (LESION_BRANCH_TEXT if branch else ""),
         **CARD_IO[recipe.task],
         "recipe": recorded,
         "seed": recipe.seed,

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="P", help="chance that a patch is centred on a lesion "
                                            "(default: the generator's; lesion "
                                            "segmentation 0.7, synthesis 0)")
+        if task == "contrast-synthesis":
+            sub.add_argument("--lesion-branch-from", type=Path, default=None,
+                             metavar="LESION.keras",
+                             help="freeze this lesion model's T1w path into the net as its "
+                                  "lesion branch (lesions rendered where it sees them)")
         sub.add_argument("--final-learning-rate", type=float,
                          default=defaults.final_learning_rate,
                          help="where the learning rate decays to at the last step")
@@ -107,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         init_from=str(args.init_from) if args.init_from else None,
         init_output=args.init_output, init_input_channel=args.init_input_channel,
         patch_on_lesion=args.patch_on_lesion,
+        lesion_branch_from=(str(args.lesion_branch_from)
+                            if getattr(args, "lesion_branch_from", None) else None),
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
     )
     from .card import write_model

@@ -46,6 +46,9 @@ class Recipe:
     init_input_channel: int | None = None
     #: Chance that a patch is centred on a lesion voxel (None: the generator's default)
     patch_on_lesion: float | None = None
+    #: Contrast synthesis: a lesion-segmentation .keras whose T1w path becomes the net's
+    #: frozen lesion branch (:mod:`bids_dl.models.synthesis_net`); None: no branch
+    lesion_branch_from: str | None = None
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -84,7 +87,8 @@ def architecture(recipe: Recipe) -> dict:
 
 def _synthesis_architecture(recipe: Recipe) -> dict:
     return {"filters": recipe.filters, "groups": recipe.groups, "dropout": recipe.dropout,
-            "activation": recipe.activation}
+            "activation": recipe.activation,
+            "lesion_branch": bool(recipe.lesion_branch_from)}
 
 
 def _build(recipe: Recipe, data_format: str):
@@ -133,6 +137,29 @@ def initialise_from(model, path: Path, include_output: bool = False,
             weights = [weights[0][..., input_channel:input_channel + 1, :], *weights[1:]]
         if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
             raise ValueError(f"{path}: layer {layer.name} does not match the recipe's model")
+        layer.set_weights(weights)
+        copied += 1
+    return copied
+
+
+def initialise_lesion_branch(model, path: Path, input_channel: int = 1) -> int:
+    """Copy the lesion model at ``path`` into ``model``'s frozen ``lesion_branch``, keeping
+    only ``input_channel`` of its first convolution (1: the T1w; a left-out contrast is a
+    channel of zeros for the lesion model, so the branch computes its T1w-alone output);
+    returns the layers copied."""
+    import keras
+
+    source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    branch = model.get_layer("lesion_branch")
+    copied = 0
+    for layer in branch.layers:
+        if not layer.weights:
+            continue
+        weights = source.get_layer(layer.name).get_weights()
+        if layer.name == "down0_conv1":
+            weights = [weights[0][..., input_channel:input_channel + 1, :], *weights[1:]]
+        if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+            raise ValueError(f"{path}: layer {layer.name} does not match the lesion branch")
         layer.set_weights(weights)
         copied += 1
     return copied
@@ -192,6 +219,10 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             copied = initialise_from(model, Path(recipe.init_from), recipe.init_output,
                                      recipe.init_input_channel)
             print(f"initialised {copied} layers from {recipe.init_from}", flush=True)
+        if recipe.lesion_branch_from:
+            copied = initialise_lesion_branch(model, Path(recipe.lesion_branch_from))
+            print(f"lesion branch: {copied} layers from {recipe.lesion_branch_from}",
+                  flush=True)
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
                       loss=losses.LOSSES[recipe.task])
     progress = keras.utils.Progbar(recipe.total_steps, verbose=verbose,
@@ -231,6 +262,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
                 tic = time.time()
             if stopping and step + 1 < recipe.total_steps:
                 return None
+    if not state_path.exists():  # a run of 0 steps (e.g. only a lesion branch added)
+        _checkpoint(model, checkpoint, state_path, recipe, start, history, 0.0)
     final = work_dir / "final.keras"
     _shipped(model, recipe).save(final)
     return final
