@@ -14,6 +14,11 @@ _LESION_BRANCH = ("with lesions rendered where a frozen copy of the lesion model
                   "path) finds them inside brain parenchyma, ")
 
 
+def _steps(card: dict) -> int:
+    """Training steps behind a model: its whole lineage's where the card has them."""
+    return int(card.get("steps_with_lineage") or card.get("steps") or 0)
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -41,7 +46,7 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             f"Each {contrasts} image was brain-extracted with the bids-dl brain-extraction "
             f"model (version {card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), a "
             f"3D U-Net with group normalisation (filters {recipe.get('filters')}) trained for "
-            f"{card.get('steps')} steps only on synthetic head images generated from "
+            f"{_steps(card):,} steps only on synthetic head images generated from "
             "anatomical label maps with random contrasts, deformations, bias fields, "
             "resolutions and noise (the strategy of SynthStrip; Hoopes et al., 2022), so that "
             "it applies to any MR contrast. The image was reoriented to RAS, resampled to a "
@@ -58,7 +63,7 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             f"lesion-segmentation model (version {card.get('version')}, sha256 "
             f"{str(card.get('sha256'))[:12]}), a 3D U-Net with two input channels (FLAIR and "
             f"T1w; a missing contrast is given as zeros, as in training) trained for "
-            f"{card.get('steps')} steps only on synthetic heads with simulated periventricular,"
+            f"{_steps(card):,} steps only on synthetic heads with simulated periventricular,"
             " deep, confluent, juxtacortical and infratentorial lesions. When both contrasts "
             "were available, the T1w was first aligned to the FLAIR by a rigid registration "
             "(SimpleITK, Mattes mutual information). The images were resampled to a 1.5 mm "
@@ -81,7 +86,7 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             f"{card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), "
             + (_MIXTURE if mixture else "a 3D U-Net ")
             + (_LESION_BRANCH if "lesion branch" in str(card.get("architecture")) else "")
-            + f"trained for {card.get('steps')} steps with an L1 + SSIM loss"
+            + f"trained for {_steps(card):,} steps with an L1 + SSIM loss"
             + (" (plus the cross-entropy of the tissue mixture)" if mixture else "")
             + " on pairs rendered from "
             "synthetic heads through MR signal equations (MPRAGE/SPGR, spin echo, inversion "

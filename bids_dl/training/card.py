@@ -168,8 +168,12 @@ def describe_run(recipe: Recipe, steps: int) -> str:
             f"learning rate {recipe.learning_rate / 2:g} {decay}" if not recipe.patch_steps else
             f"learning rate {recipe.learning_rate:g} on patches, then "
             f"{recipe.learning_rate / 2:g} {decay}")
+    branch = (f"; lesion branch frozen from {Path(recipe.lesion_branch_from).name}"
+              if recipe.lesion_branch_from else "")
+    if not steps:
+        return f"no training steps: the weights{start}{branch}"
     return (f"{' then '.join(phases)}{start}, batch {recipe.batch_size}, generator seed "
-            f"{recipe.seed}, {rate}")
+            f"{recipe.seed}, {rate}{branch}")
 
 
 def inherited(recipe: Recipe, steps: int) -> dict:
