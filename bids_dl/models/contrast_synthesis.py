@@ -3,9 +3,9 @@
 Path (shared with lesion segmentation): load the T1w -> its brain mask (given, or by the
 brain-extraction model) -> the engine's 1.5 mm grid centred on the brain -> normalisation
 inside the brain -> the synthesis model on 64³ tiles (outputs: FLAIR, T2w relative to white
-matter; CT in HU / 1000; the shipped model is the tissue-mixture net with a frozen lesion
-branch, :mod:`bids_dl.models.synthesis_net`; any model with these outputs runs the same
-way) -> the asked targets resampled onto the T1w's grid. MR outputs are put on the
+matter; CT in HU / 1000; the shipped model is a U-Net with linear outputs, and the
+tissue-mixture net that training now builds, :mod:`bids_dl.models.synthesis_net`, runs the
+same way) -> the asked targets resampled onto the T1w's grid. MR outputs are put on the
 source's white-matter scale (white matter = the T1w's white-matter intensity); CT in HU.
 """
 
