@@ -35,7 +35,7 @@ def measure(labels_dir: Path, cases: int, entry) -> dict:
 
     from bids_dl.models.contrast_synthesis import synthesize
     from bids_dl.models.lesion_segmentation import segment_lesions
-    from bids_dl.models.registry import available
+    from bids_dl.models.registry import available, get_entry
     from bids_dl.training import evaluate_lesions, evaluate_synthesis
     from bids_dl.training.card import evaluate_synthesis_model
 
@@ -55,6 +55,9 @@ def measure(labels_dir: Path, cases: int, entry) -> dict:
 
         metrics["lesions_on_synthetic_flair"] = evaluate_lesions.synthetic_flair_dice_ratio(
             segment, synthesise_flair, labels_dir, max(2, cases * 3 // 4))
+        lesion_card = get_entry("lesion-segmentation").read_card()
+        metrics["lesions_on_synthetic_flair"]["lesion_model"] = (
+            f"sha256 {str(lesion_card.get('sha256'))[:12]}, mirrored inference")
     else:
         metrics["lesions_on_synthetic_flair"] = "not measured: no lesion model"
     return metrics

@@ -127,16 +127,25 @@ def initialise_from(model, path: Path, include_output: bool = False,
     import keras
 
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    targets = [layer for layer in model.layers
+               if layer.trainable and (include_output or layer.name != "output")]
+    return _copy_weights(targets, source, path, input_channel, "the recipe's model")
+
+
+def _copy_weights(targets: list, source, path: Path, input_channel: int | None,
+                  what: str) -> int:
+    """Set each of ``targets`` (layers) that has weights to ``source``'s layer of the same
+    name (``input_channel``: only that input channel of ``down0_conv1``); returns the
+    layers set. Raises ValueError (naming ``path`` and ``what``) on a shape mismatch."""
     copied = 0
-    for layer in model.layers:
-        if ((layer.name == "output" and not include_output) or not layer.weights
-                or not layer.trainable):
+    for layer in targets:
+        if not layer.weights:
             continue
         weights = source.get_layer(layer.name).get_weights()
         if input_channel is not None and layer.name == "down0_conv1":
             weights = [weights[0][..., input_channel:input_channel + 1, :], *weights[1:]]
         if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
-            raise ValueError(f"{path}: layer {layer.name} does not match the recipe's model")
+            raise ValueError(f"{path}: layer {layer.name} does not match {what}")
         layer.set_weights(weights)
         copied += 1
     return copied
@@ -150,19 +159,8 @@ def initialise_lesion_branch(model, path: Path, input_channel: int = 1) -> int:
     import keras
 
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
-    branch = model.get_layer("lesion_branch")
-    copied = 0
-    for layer in branch.layers:
-        if not layer.weights:
-            continue
-        weights = source.get_layer(layer.name).get_weights()
-        if layer.name == "down0_conv1":
-            weights = [weights[0][..., input_channel:input_channel + 1, :], *weights[1:]]
-        if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
-            raise ValueError(f"{path}: layer {layer.name} does not match the lesion branch")
-        layer.set_weights(weights)
-        copied += 1
-    return copied
+    return _copy_weights(model.get_layer("lesion_branch").layers, source, path,
+                         input_channel, "the lesion branch")
 
 
 def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False,
