@@ -56,8 +56,11 @@ def measure(labels_dir: Path, cases: int, entry) -> dict:
         metrics["lesions_on_synthetic_flair"] = evaluate_lesions.synthetic_flair_dice_ratio(
             segment, synthesise_flair, labels_dir, max(2, cases * 3 // 4))
         lesion_card = get_entry("lesion-segmentation").read_card()
+        thresholds = ", ".join(f"{inputs} {value:.2f}"
+                               for inputs, value in lesion_card.get("thresholds", {}).items())
         metrics["lesions_on_synthetic_flair"]["lesion_model"] = (
-            f"sha256 {str(lesion_card.get('sha256'))[:12]}, mirrored inference")
+            f"sha256 {str(lesion_card.get('sha256'))[:12]}, mirrored inference, "
+            f"thresholds {thresholds or 'the default'}")
     else:
         metrics["lesions_on_synthetic_flair"] = "not measured: no lesion model"
     return metrics

@@ -98,7 +98,11 @@ def test_lesion_contrast_orderings():
         for contrast in ("FLAIR", "T1w", "T2w", "PD"):
             means = label_intensities(contrast, rng)
             value = lesion_intensity(contrast, means, rng)
-            if contrast in ("FLAIR", "PD"):
+            if contrast == "FLAIR":
+                grey = max(means[LABELS[name]]
+                           for name in ("cortical_gm", "deep_gm", "cerebellar_gm"))
+                assert value > means[wm] and value >= 1.1 * grey - 1e-6
+            elif contrast == "PD":
                 assert value > means[wm]
             elif contrast == "T1w":
                 assert means[csf] < value < means[wm]
@@ -108,14 +112,21 @@ def test_lesion_contrast_orderings():
 
 
 def test_painted_lesions_stand_out(head):
+    """On FLAIR, lesion cores are brighter than white matter and than the cortex (the
+    contrast families let the cortex reach 1.9 x WM, so the latter is its own check)."""
     labels, _, anatomy = head
     rng = np.random.default_rng(1)
     mask = simulate_lesions(anatomy, rng, count=15)
-    means = label_intensities("FLAIR", rng)
-    painted = paint_lesions(means[labels], mask, lesion_intensity("FLAIR", means, rng), rng)
     core = ndimage.binary_erosion(mask)
-    wm = (labels == LABELS["cerebral_wm"]) & ~ndimage.binary_dilation(mask, iterations=2)
-    assert painted[core].mean() > 1.2 * painted[wm].mean()
+    away = ~ndimage.binary_dilation(mask, iterations=2)
+    wm = (labels == LABELS["cerebral_wm"]) & away
+    cortex = (labels == LABELS["cortical_gm"]) & away
+    for _ in range(6):
+        means = label_intensities("FLAIR", rng)
+        painted = paint_lesions(means[labels], mask, lesion_intensity("FLAIR", means, rng),
+                                rng)
+        assert painted[core].mean() > 1.2 * painted[wm].mean()
+        assert painted[core].mean() > 1.05 * painted[cortex].mean()
 
 
 def _motion(degrees: float, shift_mm) -> np.ndarray:

@@ -318,11 +318,24 @@ def paint_lesion_fraction(rendered: np.ndarray, fraction: np.ndarray, intensity:
 
 def lesion_intensity(contrast: str, means: np.ndarray, rng: np.random.Generator) -> float:
     """Mean lesion intensity for one image, from its label means, in the ordering each
-    contrast has: FLAIR and PD brighter than white matter, T1w darker than white matter (but
-    brighter than CSF), T2w between white matter and CSF; ``random``: anything."""
+    contrast has: FLAIR brighter than white matter and than the cortex, PD brighter than
+    white matter, T1w darker than white matter (but brighter than CSF), T2w between white
+    matter and CSF; ``random``: anything.
+
+    FLAIR: 1.35-2.0 x WM and at least 1.1-1.4 x the brightest grey matter (cortical,
+    deep, cerebellar; one draw sets both factors, the stronger lesions brighter against
+    both). White-matter hyperintensities are by definition hyperintense on FLAIR against
+    normal brain, grey matter included (STRIVE, Wardlaw et al. 2013; LST's lesion growth
+    finds them as FLAIR outliers of every T1w tissue class, Schmidt et al. 2012); the
+    contrast families let cortical GM reach 1.9 x WM on FLAIR, where a lesion drawn against
+    WM alone could be darker than the cortex beside it."""
     wm, csf = float(means[CEREBRAL_WM]), float(means[LABELS["ventricles"]])
     if contrast == "FLAIR":
-        return min(1.0, wm * rng.uniform(1.35, 2.0))
+        factor = rng.uniform(1.35, 2.0)
+        over_grey = 1.1 + 0.3 * (factor - 1.35) / 0.65
+        grey = max(float(means[LABELS[name]])
+                   for name in ("cortical_gm", "deep_gm", "cerebellar_gm"))
+        return min(1.0, max(wm * factor, grey * over_grey))
     if contrast == "T1w":
         return wm - rng.uniform(0.3, 0.75) * (wm - csf)
     if contrast == "T2w":

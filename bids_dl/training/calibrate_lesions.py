@@ -29,7 +29,7 @@ import numpy as np
 from ..models.lesion_segmentation import INPUT_SETS
 from ..synth.lesions import LesionAnatomy
 from .data import load_label_maps
-from .evaluate_lesions import MODES, lesion_metrics, render_case
+from .evaluate_lesions import HELDOUT_LESION_CONTRAST, MODES, lesion_metrics, render_case
 
 VALIDATION_SEED = 5_000  # render_case seeds of validation heads (held-out ones use 0-199)
 #: Enlarged perivascular spaces in every validation head: the lesion mimics the generator
@@ -117,6 +117,7 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
             "seeds": f"render_case seeds {VALIDATION_SEED}-{VALIDATION_SEED + cases}",
             "perivascular_spaces_per_head": VALIDATION_PERIVASCULAR_SPACES,
             "choroid_plexus": "in every head",
+            "lesion_contrast": HELDOUT_LESION_CONTRAST,
             "criterion": f"per input combination, among the thresholds that leave at most "
                          f"{FALSE_POSITIVE_BUDGET_ML} ml in the lesion-free head (all when "
                          f"none does: then the one that leaves least), the highest with a mean "

@@ -127,7 +127,9 @@ GENERATORS = {
     "lesion-segmentation": "bids_dl.synth.lesion_generator.LesionHeads (lesions: "
                            "bids_dl.synth.lesions; periventricular, deep, confluent, "
                            "juxtacortical, infratentorial; 10 mm3-30 ml; 0-60 per head, 15 % "
-                           "lesion-free; " + _LEFT_OUT + _MIMICS + ")",
+                           "lesion-free; FLAIR lesions 1.35-2.0 x WM and at least "
+                           "1.1-1.4 x the brightest grey matter; " + _LEFT_OUT + _MIMICS
+                           + ")",
     "contrast-synthesis": "bids_dl.synth.pairs.PairedHeads (physics: bids_dl.synth.physics; "
                           "T1w by MPRAGE or SPGR at 1.5/3 T -> clean FLAIR and T2w of the "
                           "reference 3 T protocols and the reference CT of the same head, and "

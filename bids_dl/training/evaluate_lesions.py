@@ -204,11 +204,19 @@ def colin27_t1w_false_positives(segment: Segmenter) -> float:
     return round(float(predicted.sum()) * abs(np.linalg.det(image.affine[:3, :3])) / 1000, 3)
 
 
+#: How the evaluation heads' lesions look, stored with their metrics (the heads changed once).
+HELDOUT_LESION_CONTRAST = (
+    "FLAIR lesions 1.35-2.0 x WM and at least 1.1-1.4 x the brightest grey matter "
+    "(bids_dl.synth.lesions.lesion_intensity; since 2026-12-02, before against WM only); "
+    "T1w lesions 0.3-0.75 of the way from WM to CSF")
+
+
 def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
     FLAIR with 4 mm slices), lesion-free heads (also with lesion mimics: perivascular spaces
     and a choroid plexus, every input mode) and the Colin27 T1w."""
-    metrics = {"synthetic_heldout": synthetic_lesions(segment, labels_dir, cases),
+    metrics = {"lesion_contrast": HELDOUT_LESION_CONTRAST,
+               "synthetic_heldout": synthetic_lesions(segment, labels_dir, cases),
                "synthetic_heldout_flair_4mm_slices": synthetic_lesions(
                    segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
                "lesion_free": lesion_free(segment, labels_dir),
