@@ -16,8 +16,8 @@ pytestmark = pytest.mark.skipif(not available("lesion-segmentation"),
 #: 1.0, precision 0.69, F1 0.75; FLAIR alone Dice 0.63, sensitivity 1.0, precision 0.90, F1
 #: 0.86; lesion-free 0.09 ml; session 9: Dice 0.62 and 0.52; they pass too with session 13's
 #: FLAIR lesions brighter than grey matter and recalibrated thresholds), so a regression of
-#: the model or of the inference path fails; the issue's targets (Dice 0.75, sensitivity 0.9, 0.5 ml) are
-#: in benchmarks/lesion_accuracy.py.
+#: the model or of the inference path fails; the issue's targets (Dice 0.75, sensitivity
+#: 0.9, 0.5 ml) are in benchmarks/lesion_accuracy.py.
 FLOORS = {"FLAIR+T1w": 0.65, "FLAIR": 0.55}
 MIN_SENSITIVITY = 0.85
 MIN_FLAIR_ALONE_PRECISION = 0.8

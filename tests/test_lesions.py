@@ -12,6 +12,7 @@ from bids_dl.synth.contrasts import FAMILIES, label_intensities
 from bids_dl.synth.demo import LABELS_FILE, DemoImage, render_image
 from bids_dl.synth.labels import LABELS
 from bids_dl.synth.lesions import (
+    GREY_MATTER,
     MIN_LESION_MM3,
     LesionAnatomy,
     _blob,
@@ -99,8 +100,7 @@ def test_lesion_contrast_orderings():
             means = label_intensities(contrast, rng)
             value = lesion_intensity(contrast, means, rng)
             if contrast == "FLAIR":
-                grey = max(means[LABELS[name]]
-                           for name in ("cortical_gm", "deep_gm", "cerebellar_gm"))
+                grey = max(means[label] for label in GREY_MATTER)
                 assert value > means[wm] and value >= 1.1 * grey - 1e-6
             elif contrast == "PD":
                 assert value > means[wm]

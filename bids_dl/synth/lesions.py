@@ -62,6 +62,17 @@ ATRIUM_JITTER_MM = 3.0
 CHOROID_STRAND_MM = (5.0, 35.0)
 CHOROID_THICKNESS_MM = (1, 3)
 CEREBRAL_WM = LABELS["cerebral_wm"]
+GREY_MATTER = tuple(LABELS[name] for name in ("cortical_gm", "deep_gm", "cerebellar_gm"))
+#: FLAIR lesion intensity: this range x white matter, and at least the matching point of
+#: ``FLAIR_LESION_OVER_GREY`` x the brightest grey matter (see :func:`lesion_intensity`).
+FLAIR_LESION_OVER_WM = (1.35, 2.0)
+FLAIR_LESION_OVER_GREY = (1.1, 1.4)
+#: T1w lesion intensity: this fraction of the way from white matter to CSF.
+T1W_LESION_TOWARDS_CSF = (0.3, 0.75)
+#: The lesion contrasts above, in words (model cards, evaluation metrics).
+LESION_CONTRAST_TEXT = (
+    f"FLAIR lesions {FLAIR_LESION_OVER_WM[0]}-{FLAIR_LESION_OVER_WM[1]} x WM and at least "
+    f"{FLAIR_LESION_OVER_GREY[0]}-{FLAIR_LESION_OVER_GREY[1]} x the brightest grey matter")
 INFRATENTORIAL_WM = (LABELS["cerebellar_wm"], LABELS["brainstem"])
 
 
@@ -331,13 +342,14 @@ def lesion_intensity(contrast: str, means: np.ndarray, rng: np.random.Generator)
     WM alone could be darker than the cortex beside it."""
     wm, csf = float(means[CEREBRAL_WM]), float(means[LABELS["ventricles"]])
     if contrast == "FLAIR":
-        factor = rng.uniform(1.35, 2.0)
-        over_grey = 1.1 + 0.3 * (factor - 1.35) / 0.65
-        grey = max(float(means[LABELS[name]])
-                   for name in ("cortical_gm", "deep_gm", "cerebellar_gm"))
+        factor = rng.uniform(*FLAIR_LESION_OVER_WM)
+        (low, high), (grey_low, grey_high) = FLAIR_LESION_OVER_WM, FLAIR_LESION_OVER_GREY
+        span, grey_span = round(high - low, 9), round(grey_high - grey_low, 9)
+        over_grey = grey_low + grey_span * (factor - low) / span
+        grey = float(means[list(GREY_MATTER)].max())
         return min(1.0, max(wm * factor, grey * over_grey))
     if contrast == "T1w":
-        return wm - rng.uniform(0.3, 0.75) * (wm - csf)
+        return wm - rng.uniform(*T1W_LESION_TOWARDS_CSF) * (wm - csf)
     if contrast == "T2w":
         return wm + rng.uniform(0.45, 0.9) * (csf - wm)
     if contrast == "PD":

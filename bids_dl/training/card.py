@@ -13,7 +13,7 @@ from .. import __version__
 from ..models.grid import LESION_SHAPE, LESION_SPACING, MODEL_SHAPE, MODEL_SPACING
 from ..models.registry import get_entry, sha256
 from ..synth.lesion_generator import LesionConfig
-from ..synth.lesions import P_CHOROID_PLEXUS
+from ..synth.lesions import LESION_CONTRAST_TEXT, P_CHOROID_PLEXUS
 from ..utils.io import atomic_path
 from .train import FINAL_ACTIVATION, Recipe
 
@@ -127,9 +127,8 @@ GENERATORS = {
     "lesion-segmentation": "bids_dl.synth.lesion_generator.LesionHeads (lesions: "
                            "bids_dl.synth.lesions; periventricular, deep, confluent, "
                            "juxtacortical, infratentorial; 10 mm3-30 ml; 0-60 per head, 15 % "
-                           "lesion-free; FLAIR lesions 1.35-2.0 x WM and at least "
-                           "1.1-1.4 x the brightest grey matter; " + _LEFT_OUT + _MIMICS
-                           + ")",
+                           "lesion-free; " + LESION_CONTRAST_TEXT + "; " + _LEFT_OUT
+                           + _MIMICS + ")",
     "contrast-synthesis": "bids_dl.synth.pairs.PairedHeads (physics: bids_dl.synth.physics; "
                           "T1w by MPRAGE or SPGR at 1.5/3 T -> clean FLAIR and T2w of the "
                           "reference 3 T protocols and the reference CT of the same head, and "

@@ -21,6 +21,8 @@ from ..synth.contrasts import label_intensities
 from ..synth.generator import GeneratorConfig, add_noise
 from ..synth.labels import HEAD_AFFINE
 from ..synth.lesions import (
+    LESION_CONTRAST_TEXT,
+    T1W_LESION_TOWARDS_CSF,
     LesionAnatomy,
     lesion_intensity,
     paint_lesions,
@@ -206,9 +208,9 @@ def colin27_t1w_false_positives(segment: Segmenter) -> float:
 
 #: How the evaluation heads' lesions look, stored with their metrics (the heads changed once).
 HELDOUT_LESION_CONTRAST = (
-    "FLAIR lesions 1.35-2.0 x WM and at least 1.1-1.4 x the brightest grey matter "
-    "(bids_dl.synth.lesions.lesion_intensity; since 2026-12-02, before against WM only); "
-    "T1w lesions 0.3-0.75 of the way from WM to CSF")
+    f"{LESION_CONTRAST_TEXT} (bids_dl.synth.lesions.lesion_intensity; since 2026-12-02, "
+    f"before against WM only); T1w lesions {T1W_LESION_TOWARDS_CSF[0]}-"
+    f"{T1W_LESION_TOWARDS_CSF[1]} of the way from WM to CSF")
 
 
 def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
