@@ -91,6 +91,7 @@ def test_unwritable_output_is_a_clear_error(tmp_path, colin27):
 @pytest.mark.parametrize("case, words", [
     ("4d-flair", "4D series"), ("different-participants", "belong to different participants"),
     ("no-input", "give --flair, --t1w or both"),
+    ("synthetic-flair-alone", "--synthetic-flair needs the --flair and its --t1w"),
 ])
 def test_lesion_bad_input_is_refused_cleanly(tmp_path, case, words):
     good = tmp_path / "sub-01_T1w.nii.gz"
@@ -103,6 +104,8 @@ def test_lesion_bad_input_is_refused_cleanly(tmp_path, case, words):
         other = tmp_path / "sub-02_FLAIR.nii.gz"
         shutil.copy(good, other)
         args = ["--flair", str(other), "--t1w", str(good)]
+    elif case == "synthetic-flair-alone":
+        args = ["--flair", str(good), "--synthetic-flair"]
     else:
         args = []
     result = _infer("lesion-segmentation", *args, str(out))

@@ -124,6 +124,15 @@ def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path,
     assert "acquired FLAIR" not in (figures / "sub-01_desc-syntheticFLAIR_T1w.svg").read_text()
     lesion = json.loads((anat / "sub-01_mod-T1w_desc-lesion_mask.json").read_text())
     assert lesion["SyntheticInputs"] == ["FLAIR"] and lesion["Inputs"] == ["FLAIR", "T1w"]
+    from bids_dl.models.lesion_segmentation import (
+        SYNTHETIC_FLAIR_READING,
+        SYNTHETIC_FLAIR_SET,
+        card_threshold,
+    )
+
+    lesion_card = json.loads((all_models / "lesion_segmentation.json").read_text())
+    assert lesion["ProbabilityReading"] == SYNTHETIC_FLAIR_READING
+    assert lesion["Threshold"] == card_threshold(lesion_card, SYNTHETIC_FLAIR_SET)
     assert lesion["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
     brain = json.loads((anat / "sub-01_desc-brain_mask.json").read_text())
     assert lesion["Measures"]["BrainVolumeMl"] == pytest.approx(

@@ -62,3 +62,54 @@ def test_little_found_on_a_lesion_free_head(labels_dir):
 
     result = lesion_free(_segment, labels_dir, cases=1)
     assert result["max_false_positive_ml"] <= MAX_LESION_FREE_ML, result
+
+
+def test_synthetic_flair_reading_averages_with_the_t1w_alone(labels_dir, tmp_path):
+    """With ``synthetic_flair`` the probability is the mean of the FLAIR + T1w reading and
+    the T1w-alone reading (same brain mask, so the same grid): twice it minus the T1w-alone
+    probability is a probability map that agrees with the plain FLAIR + T1w reading (which
+    registers the T1w first, so not to the bit); the card's synthetic-FLAIR threshold is
+    applied and no registration is run (a synthetic FLAIR is on its T1w's grid)."""
+    import nibabel as nib
+
+    from bids_dl.models.lesion_segmentation import (
+        MIN_LESION_MM3,
+        SYNTHETIC_FLAIR_READING,
+        SYNTHETIC_FLAIR_SET,
+        card_threshold,
+        remove_small,
+        segment_lesions,
+    )
+    from bids_dl.models.registry import get_entry
+    from bids_dl.synth.lesions import LesionAnatomy
+    from bids_dl.training.data import load_label_maps
+    from bids_dl.training.evaluate_lesions import render_case
+
+    maps, _ = load_label_maps(labels_dir, "heldout")
+    flair, t1w, truth, _ = render_case(maps[0], LesionAnatomy.from_labels(maps[0]), 0, 20)
+    paths = {name: str(tmp_path / f"{name}.nii.gz") for name in ("FLAIR", "T1w", "brain")}
+    nib.save(flair, paths["FLAIR"])
+    nib.save(t1w, paths["T1w"])
+    nib.save(nib.Nifti1Image(((maps[0] > 0) & (maps[0] <= 8)).astype(np.uint8), t1w.affine),
+             paths["brain"])  # the parenchyma and CSF of the label map
+
+    def probability(result):
+        return np.asarray(result.probseg.dataobj, np.float64)
+
+    combined = segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
+                               brain_mask=paths["brain"], synthetic_flair=True)
+    alone = probability(segment_lesions(None, paths["T1w"], device="cpu",
+                                        brain_mask=paths["brain"]))
+    both = probability(segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
+                                       brain_mask=paths["brain"]))
+    recovered = 2 * probability(combined) - alone
+    assert recovered.min() > -1e-3 and recovered.max() < 1 + 1e-3
+    assert np.abs(recovered - both).mean() < 0.1 * np.abs(alone - both).mean()
+    lesions = truth.astype(bool)
+    assert both[lesions].mean() > alone[lesions].mean() + 0.1  # the FLAIR matters here
+    threshold = card_threshold(get_entry("lesion-segmentation").read_card(),
+                               SYNTHETIC_FLAIR_SET)
+    assert combined.threshold == threshold and combined.reading == SYNTHETIC_FLAIR_READING
+    assert combined.registration is None
+    expected = remove_small(probability(combined) > threshold, flair.affine, MIN_LESION_MM3)
+    assert np.array_equal(np.asarray(combined.mask.dataobj) > 0, expected)

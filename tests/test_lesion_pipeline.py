@@ -146,6 +146,49 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
     assert len(truths) == 2 and not truths[1].any()  # the second head is lesion-free
 
 
+def test_synthetic_flair_threshold_is_calibrated_on_flairs_made_from_the_t1w(labels_dir,
+                                                                           monkeypatch):
+    """The synthetic-FLAIR threshold comes from FLAIRs synthesised from each validation
+    head's T1w (on its grid) read with that T1w; the acquired FLAIR is not used; without a
+    synthesiser the calibration refuses to run."""
+    from scipy import ndimage
+
+    from bids_dl.models.lesion_segmentation import SYNTHETIC_FLAIR_SET
+    from bids_dl.training import calibrate_lesions
+
+    truths, made = [], []
+    render = calibrate_lesions.render_case
+
+    def recording(*args, **kwargs):
+        out = render(*args, **kwargs)
+        truths.append(out[2].astype(bool))
+        return out
+
+    def synthesise(t1w):
+        image = nib.load(t1w)
+        made.append(image.shape)
+        return nib.Nifti1Image(np.asarray(image.dataobj) * 0 + 7, image.affine)
+
+    def synthetic_probability(flair, t1w):
+        assert np.all(np.asarray(nib.load(flair).dataobj) == 7)  # the synthesised one
+        truth = truths[-1]
+        ring = ndimage.binary_dilation(truth, iterations=2) & ~truth
+        return np.where(truth, 0.8, np.where(ring, 0.3, 0.0)).astype(np.float32)
+
+    def no_plain_reading(flair, t1w):
+        raise AssertionError("the acquired images are not read for the synthetic threshold")
+
+    monkeypatch.setattr(calibrate_lesions, "render_case", recording)
+    result = calibrate_lesions.calibrate_threshold(
+        no_plain_reading, labels_dir, cases=1, input_sets=(SYNTHETIC_FLAIR_SET,),
+        synthesise_flair=synthesise, synthetic_probability=synthetic_probability)
+    assert result["thresholds"] == {SYNTHETIC_FLAIR_SET: 0.75}  # perfect on [0.3, 0.8)
+    assert len(made) == 2 and made[0] == truths[0].shape
+    with pytest.raises(ValueError, match="synthesise_flair"):
+        calibrate_lesions.calibrate_threshold(no_plain_reading, labels_dir, cases=1,
+                                              input_sets=(SYNTHETIC_FLAIR_SET,))
+
+
 def test_threshold_choice_keeps_the_false_positive_budget():
     """The calibration never stores a threshold that leaves more than 0.5 ml in the
     lesion-free validation head while another keeps within it, even at a better Dice; where
@@ -165,7 +208,8 @@ def test_threshold_choice_keeps_the_false_positive_budget():
 
 def test_methods_text_states_the_thresholds_inference_uses():
     """The report's methods paragraph names the card's thresholds (one per input combination
-    when they differ) as inference applies them, not a fixed 0.5."""
+    when they differ) as inference applies them, not a fixed 0.5, and, when a FLAIR may have
+    been synthesised, how lesions were read from it."""
     from bids_dl.models.lesion_segmentation import card_threshold
     from bids_dl.reports.boilerplate import methods_text
 
@@ -178,3 +222,8 @@ def test_methods_text_states_the_thresholds_inference_uses():
     assert "thresholded at 0.45, and lesions" in methods_text(
         {"lesion-segmentation": single}, ["FLAIR"])
     assert card_threshold({}, "T1w") == 0.5
+    assert "synthesised from its T1w" not in text
+    synthetic = {**card, "thresholds": {**card["thresholds"], "synthetic FLAIR+T1w": 0.4}}
+    text = methods_text({"lesion-segmentation": synthetic, "contrast-synthesis": {}}, ["T1w"])
+    assert ("mean of the model's outputs for the synthetic FLAIR + T1w and for the T1w alone, "
+            "thresholded at 0.40.") in text

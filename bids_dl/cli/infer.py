@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     lesions.add_argument("--threshold", type=float, default=None,
                          help="probability above which a voxel is lesion (default: the "
                          "threshold the model card calibrated for the inputs given, 0.5 without one)")
+    lesions.add_argument("--synthetic-flair", action="store_true",
+                         help="the FLAIR was synthesised from this T1w (bids-dl-infer "
+                         "contrast-synthesis --to FLAIR): the probability is the mean of the "
+                         "model's readings of both and of the T1w alone, at its own threshold")
     lesions.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     synthesis = tasks.add_parser(
         "contrast-synthesis",
@@ -106,7 +110,7 @@ def run_lesion_segmentation(args: argparse.Namespace) -> int:
     check_writable(args.out_prefix)
     from ..models.lesion_segmentation import segment_lesions
     result = segment_lesions(args.flair, args.t1w, device=args.device,
-                             threshold=args.threshold)
+                             threshold=args.threshold, synthetic_flair=args.synthetic_flair)
     written = result.write(args.out_prefix)
     for warning in result.warnings:
         print(f"bids-dl-infer: warning: {warning}", file=sys.stderr)
@@ -139,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.task == "lesion-segmentation" and args.flair is None and args.t1w is None:
         parser.error("lesion-segmentation: give --flair, --t1w or both")
+    if args.task == "lesion-segmentation" and args.synthetic_flair and not (args.flair
+                                                                            and args.t1w):
+        parser.error("lesion-segmentation: --synthetic-flair needs the --flair and its --t1w")
     from ..models.registry import ModelIntegrityError
     from ..utils.device import DeviceError
     from ..utils.io import InputImageError

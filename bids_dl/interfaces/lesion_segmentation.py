@@ -55,8 +55,10 @@ class LesionSegmentation(SimpleInterface):
         t1w = self.inputs.t1w if isdefined(self.inputs.t1w) else None
         brain_mask = self.inputs.brain_mask if isdefined(self.inputs.brain_mask) else None
         threshold = self.inputs.threshold if isdefined(self.inputs.threshold) else None
+        synthetic = list(self.inputs.synthetic) if isdefined(self.inputs.synthetic) else []
         result = segment_lesions(flair, t1w, device=self.inputs.device,
-                                 threshold=threshold, brain_mask=brain_mask)
+                                 threshold=threshold, brain_mask=brain_mask,
+                                 synthetic_flair="FLAIR" in synthetic)
         mask, probseg, table = result.write(Path(runtime.cwd) / "lesion")
         self._results.update(
             reference=flair or t1w, out_mask=str(mask), out_probseg=str(probseg),
@@ -64,8 +66,8 @@ class LesionSegmentation(SimpleInterface):
             metadata={"Model": result.model, "Device": result.device,
                       "Threshold": result.threshold,
                       "Inputs": sorted(result.inputs), "Registration": result.registration,
-                      **({"SyntheticInputs": list(self.inputs.synthetic)}
-                         if isdefined(self.inputs.synthetic) and self.inputs.synthetic else {}),
+                      **({"SyntheticInputs": synthetic} if synthetic else {}),
+                      **({"ProbabilityReading": result.reading} if result.reading else {}),
                       "Warnings": result.warnings,
                       "RuntimeSeconds": round(time.perf_counter() - tic, 2),
                       "Measures": result.measures},

@@ -76,6 +76,7 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "lesion was classed as infratentorial, periventricular (within 3 mm of the "
             "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
             "model's own ventricle, cortex and infratentorial outputs."
+            + (_synthetic_flair_reading(card) if "contrast-synthesis" in cards else "")
         )
     card = cards.get("contrast-synthesis")
     if card:
@@ -101,6 +102,16 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
         "Yarkoni T. et al. (2019) PyBIDS. JOSS 4(40):1294. Hoopes A. et al. (2022) SynthStrip. "
         "NeuroImage 260:119474.")
     return "\n\n".join(paragraphs)
+
+
+def _synthetic_flair_reading(card: dict) -> str:
+    """How lesions were read from a FLAIR synthesised from the T1w (--synthesize-missing)."""
+    from ..models.lesion_segmentation import SYNTHETIC_FLAIR_SET, card_threshold
+
+    return (" Where a session had no FLAIR and one was synthesised from its T1w, the lesion "
+            "probability was the mean of the model's outputs for the synthetic FLAIR + T1w "
+            "and for the T1w alone, thresholded at "
+            f"{card_threshold(card, SYNTHETIC_FLAIR_SET):.2f}.")
 
 
 def _lesion_thresholds(card: dict) -> str:

@@ -11,7 +11,14 @@ best (where Dice hardly changes: fewer false positives) among those that leave a
 (``"thresholds"``; ``"threshold"`` is the FLAIR + T1w one), which inference uses unless
 ``--threshold`` is given.
 
+``--synthetic-flair`` calibrates, the same way, the threshold for a FLAIR synthesised from the
+T1w by the shipped contrast-synthesis model (``"synthetic FLAIR+T1w"``: the mean of the
+model's readings of synthetic FLAIR + T1w and of the T1w alone) and stores it beside the
+others with the synthesis model's sha256 (``"synthetic_flair_calibration"``): a new
+synthesis model needs it recalibrated.
+
     python -m bids_dl.training.calibrate_lesions [--model-dir DIR] [--cases 3] [--write-card]
+        [--synthetic-flair]
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..models.lesion_segmentation import INPUT_SETS
+from ..models.lesion_segmentation import INPUT_SETS, SYNTHETIC_FLAIR_SET
 from ..synth.lesions import LesionAnatomy
 from .data import load_label_maps
 from .evaluate_lesions import HELDOUT_LESION_CONTRAST, MODES, lesion_metrics, render_case
@@ -45,6 +52,8 @@ THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.2, 0.86, 0.05))
 #: ``(flair_path or None, t1w_path or None) -> lesion probability`` on the reference grid
 #: (the FLAIR's, the T1w's when alone; one grid here).
 ProbabilityFn = Callable[[str | None, str | None], np.ndarray]
+#: ``T1w path -> FLAIR synthesised from it`` (on the T1w's grid).
+FlairSynthesiser = Callable[[str], nib.Nifti1Image]
 
 
 def choose_threshold(mean_dice: dict[float, float], lesion_free_ml: dict[float, float],
@@ -62,11 +71,18 @@ def choose_threshold(mean_dice: dict[float, float], lesion_free_ml: dict[float, 
 
 def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int = 3,
                         thresholds: tuple[float, ...] = THRESHOLDS,
-                        input_sets: tuple[str, ...] = INPUT_SETS) -> dict:
+                        input_sets: tuple[str, ...] = INPUT_SETS,
+                        synthesise_flair: FlairSynthesiser | None = None,
+                        synthetic_probability: ProbabilityFn | None = None) -> dict:
     """Per input combination: mean Dice, lesion-wise F1 and (on one lesion-free head)
     false-positive ml per threshold over ``cases`` validation heads with 15-40 lesions, and
     the chosen threshold (:func:`choose_threshold`). ``threshold`` is the first
-    combination's (FLAIR + T1w)."""
+    combination's (FLAIR + T1w). :data:`SYNTHETIC_FLAIR_SET` in ``input_sets`` needs
+    ``synthesise_flair`` and ``synthetic_probability`` (``(synthetic FLAIR, T1w) ->
+    probability``)."""
+    if SYNTHETIC_FLAIR_SET in input_sets and not (synthesise_flair and synthetic_probability):
+        raise ValueError(f"{SYNTHETIC_FLAIR_SET}: give synthesise_flair and "
+                         "synthetic_probability")
     from ..models.lesion_segmentation import MIN_LESION_MM3, remove_small
 
     maps, names = load_label_maps(labels_dir, "train")
@@ -88,10 +104,16 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
             paths = {name: str(Path(tmp) / f"{name}.nii.gz") for name in ("FLAIR", "T1w")}
             nib.save(flair, paths["FLAIR"])
             nib.save(t1w, paths["T1w"])
+            if SYNTHETIC_FLAIR_SET in input_sets:
+                paths[SYNTHETIC_FLAIR_SET] = str(Path(tmp) / "synthetic_FLAIR.nii.gz")
+                nib.save(synthesise_flair(paths["T1w"]), paths[SYNTHETIC_FLAIR_SET])
             for inputs in input_sets:
-                with_flair, with_t1w = MODES[inputs]
-                values = probability(paths["FLAIR"] if with_flair else None,
-                                     paths["T1w"] if with_t1w else None)
+                if inputs == SYNTHETIC_FLAIR_SET:
+                    values = synthetic_probability(paths[SYNTHETIC_FLAIR_SET], paths["T1w"])
+                else:
+                    with_flair, with_t1w = MODES[inputs]
+                    values = probability(paths["FLAIR"] if with_flair else None,
+                                         paths["T1w"] if with_t1w else None)
                 for threshold in thresholds:
                     mask = remove_small(values > threshold, flair.affine, MIN_LESION_MM3)
                     if count == 0:
@@ -133,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--write-card", action="store_true",
                         help="store the threshold and the calibration in the model card")
+    parser.add_argument("--synthetic-flair", action="store_true",
+                        help=f"calibrate only the {SYNTHETIC_FLAIR_SET!r} threshold (with the "
+                        "shipped, or --model-dir's, contrast-synthesis model)")
     args = parser.parse_args(argv)
     if args.model_dir:
         os.environ["BIDS_DL_MODEL_DIR"] = str(args.model_dir.resolve())
@@ -144,7 +169,23 @@ def main(argv: list[str] | None = None) -> int:
         return np.asarray(segment_lesions(flair, t1w, device="cpu").probseg.dataobj,
                           np.float32)
 
-    result = calibrate_threshold(probability, args.labels, args.cases)
+    def synthetic_probability(flair: str | None, t1w: str | None) -> np.ndarray:
+        return np.asarray(segment_lesions(flair, t1w, device="cpu", synthetic_flair=True)
+                          .probseg.dataobj, np.float32)
+
+    def synthesise_flair(t1w: str) -> nib.Nifti1Image:
+        from ..models.contrast_synthesis import synthesize
+
+        return synthesize(t1w, ("FLAIR",), device="cpu").images["FLAIR"]
+
+    if args.synthetic_flair:
+        result = calibrate_threshold(probability, args.labels, args.cases,
+                                     input_sets=(SYNTHETIC_FLAIR_SET,),
+                                     synthesise_flair=synthesise_flair,
+                                     synthetic_probability=synthetic_probability)
+        result["synthesis_model_sha256"] = get_entry("contrast-synthesis").read_card()["sha256"]
+    else:
+        result = calibrate_threshold(probability, args.labels, args.cases)
     for inputs, calibration in result["per_input"].items():
         print(f"\n{inputs}\n\n| threshold | Dice | lesion F1 | lesion-free ml |\n"
               "|---|---|---|---|")
@@ -156,9 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_card:
         entry = get_entry("lesion-segmentation")
         card = entry.read_card()
-        card["threshold"] = result["threshold"]
-        card["thresholds"] = result["thresholds"]
-        card["threshold_calibration"] = result
+        if args.synthetic_flair:
+            card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
+            card["synthetic_flair_calibration"] = result
+        else:  # keeps a calibrated synthetic-FLAIR threshold
+            card["threshold"] = result["threshold"]
+            card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
+            card["threshold_calibration"] = result
         with atomic_path(entry.card_path) as tmp:
             Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
         print(f"wrote {entry.card_path}")
