@@ -50,6 +50,21 @@ def test_shipped_model_matches_its_card():
     assert card["steps"] == card["recipe"]["patch_steps"] + card["recipe"]["steps"]
 
 
+def test_synthetic_flair_threshold_was_calibrated_with_the_shipped_synthesis_model():
+    """The lesion card's synthetic-FLAIR threshold names the synthesis model its FLAIRs came
+    from: a new synthesis model without a recalibration fails here."""
+    from bids_dl.models.lesion_segmentation import SYNTHETIC_FLAIR_SET
+
+    if not (registry.available("lesion-segmentation")
+            and registry.available("contrast-synthesis")):
+        pytest.skip("the lesion and synthesis models are not both installed")
+    lesion = registry.get_entry("lesion-segmentation").read_card()
+    synthesis = registry.verify(registry.get_entry("contrast-synthesis"))
+    calibration = lesion["synthetic_flair_calibration"]
+    assert calibration["synthesis_model_sha256"] == synthesis["sha256"]
+    assert lesion["thresholds"][SYNTHETIC_FLAIR_SET] == calibration["threshold"]
+
+
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     entry = registry.get_entry("brain-extraction")
     shutil.copy(entry.card_path, tmp_path / entry.card)
