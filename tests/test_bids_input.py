@@ -211,6 +211,44 @@ def test_group_scales_and_flags_outliers(tmp_path):
     assert rows[18].split("\t")[-2] == "800.0"
 
 
+def test_group_compares_lesions_only_within_an_input_combination(tmp_path):
+    """Lesion volumes from FLAIR + T1w, from the T1w alone and from a synthetic FLAIR + T1w
+    are not comparable: the table says which each came from, and outliers are flagged within
+    each combination (the T1w-alone volumes, 4 x the others, are not outliers; the one
+    synthetic-FLAIR volume 8 x its group's is)."""
+    import csv
+
+    from bids_dl.reports.group import write_group
+
+    rng = np.random.default_rng(3)
+    groups = {"acquired": (["FLAIR", "T1w"], [], 5.0, 10),
+              "t1w": (["T1w"], [], 20.0, 6), "synthetic": (["FLAIR", "T1w"], ["FLAIR"], 5.0, 6)}
+    index = 0
+    for name, (inputs, synthetic, volume, count) in groups.items():
+        for _ in range(count):
+            subject = f"{index:03d}"
+            folder = tmp_path / f"sub-{subject}" / "anat"
+            folder.mkdir(parents=True)
+            value = 40.0 if (name, index) == ("synthetic", 20) else volume * rng.uniform(0.8, 1.2)
+            reference = "FLAIR" if "FLAIR" in inputs and not synthetic else "T1w"
+            meta = {"Sources": [f"bids:raw:sub-{subject}/anat/sub-{subject}_{reference}.nii.gz"],
+                    "Model": {"name": "lesion-segmentation"}, "Inputs": inputs,
+                    **({"SyntheticInputs": synthetic} if synthetic else {}),
+                    "Measures": {"LesionVolumeMl": round(value, 3)}}
+            (folder / f"sub-{subject}_mod-{reference}_desc-lesion_mask.json").write_text(
+                json.dumps(meta))
+            index += 1
+    result = write_group(tmp_path)
+    with open(result.table) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [row["inputs"] for row in rows] == (["FLAIR+T1w"] * 10 + ["T1w"] * 6
+                                               + ["synthetic FLAIR+T1w"] * 6)
+    assert result.n_outliers == 1
+    report = result.report.read_text()
+    assert "sub-020_mod-T1w_desc-lesion_mask.nii.gz" in report  # the synthetic group's
+    assert "lesion-segmentation: T1w (synthetic FLAIR+T1w)" in report
+
+
 def test_gpu_requested_without_one(small_bids, tmp_path, capsys):
     code = main([str(small_bids), str(tmp_path / "out"), "participant", "-w",
                  str(tmp_path / "w"), "--participant-label", "01", "--device", "gpu"])

@@ -1,7 +1,8 @@
 """Group level: ``group/measures.tsv`` and ``group/report.html`` from the derivatives.
 
-Outliers are flagged per measure, task and contrast by a robust z-score,
-``(x - median) / (1.4826 * MAD)``, beyond :data:`OUTLIER_Z`. Participants whose latest
+Outliers are flagged per measure, task, contrast and input combination (``inputs``: e.g.
+lesions from FLAIR + T1w, T1w alone or a synthetic FLAIR + T1w, which are not comparable) by
+a robust z-score, ``(x - median) / (1.4826 * MAD)``, beyond :data:`OUTLIER_Z`. Participants whose latest
 participant-level run failed (``OUTPUT_DIR/logs/run_*.json``, written by every run, also by
 each job of a cluster array) are listed with their errors.
 """
@@ -67,10 +68,22 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - median) / mad
 
 
+def inputs_label(sidecar: dict) -> str:
+    """The input combination a derivative was made from, from its sidecar's ``Inputs`` and
+    ``SyntheticInputs`` (e.g. ``"FLAIR+T1w"``, ``"synthetic FLAIR+T1w"``); ``"n/a"`` for
+    one-image tasks."""
+    inputs = sidecar.get("Inputs")
+    if not inputs:
+        return "n/a"
+    synthetic = set(sidecar.get("SyntheticInputs") or ())
+    return "+".join(f"synthetic {name}" if name in synthetic else name for name in inputs)
+
+
 def measures_table(images: list[MeasuredImage]) -> tuple[list[str], list[dict]]:
-    """Columns and rows (one per image: entities, contrast, task, file, measures)."""
+    """Columns and rows (one per image: entities, contrast, task, input combination, file,
+    measures)."""
     measure_names = sorted({name for image in images for name in image.sidecar["Measures"]})
-    columns = [*ENTITY_COLUMNS.values(), "suffix", "task", "file", *measure_names]
+    columns = [*ENTITY_COLUMNS.values(), "suffix", "task", "inputs", "file", *measure_names]
     rows = []
     for image in images:
         row = {column: "n/a" for column in columns}
@@ -80,32 +93,43 @@ def measures_table(images: list[MeasuredImage]) -> tuple[list[str], list[dict]]:
                 row[column] = f"{key}-{value}" if key in ("sub", "ses") else value
         row["suffix"] = image.suffix
         row["task"] = image.sidecar.get("Model", {}).get("name", "n/a")
+        row["inputs"] = inputs_label(image.sidecar)
         row["file"] = image.path.name.replace(".json", ".nii.gz")
         row.update(image.sidecar["Measures"])
         rows.append(row)
     return columns, rows
 
 
+def _group_key(row: dict) -> tuple[str, str, str]:
+    """Rows compared with each other: same task, contrast and input combination."""
+    return row["task"], row["suffix"], row["inputs"]
+
+
+def _group_name(key: tuple[str, str, str]) -> str:
+    task, suffix, inputs = key
+    return f"{task}: {suffix}" + (f" ({inputs})" if inputs != "n/a" else "")
+
+
 def _strip_plot(measure: str, rows: list[dict], z: np.ndarray) -> str:
-    """An inline SVG strip plot of one measure per task and contrast, outliers in red."""
+    """An inline SVG strip plot of one measure per task, contrast and input combination,
+    outliers in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(row["task"], row["suffix"]) for row in rows
-                     if isinstance(row[measure], (int, float))})
+    groups = sorted({_group_key(row) for row in rows if isinstance(row[measure], (int, float))})
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(groups)))
     rng = np.random.default_rng(0)
     for position, group in enumerate(groups):
-        chosen = [i for i, row in enumerate(rows) if (row["task"], row["suffix"]) == group
+        chosen = [i for i, row in enumerate(rows) if _group_key(row) == group
                   and isinstance(row[measure], (int, float))]
         values = np.array([rows[i][measure] for i in chosen], dtype=float)
         flagged = np.array([abs(z[i]) > OUTLIER_Z for i in chosen], dtype=bool)
         jitter = position + rng.uniform(-0.15, 0.15, len(chosen))
         ax.scatter(values[~flagged], jitter[~flagged], s=10, color="#3a6ea5", alpha=0.7)
         ax.scatter(values[flagged], jitter[flagged], s=18, color="#c00000")
-    ax.set_yticks(range(len(groups)), [f"{task}: {suffix}" for task, suffix in groups])
+    ax.set_yticks(range(len(groups)), [_group_name(group) for group in groups])
     ax.set_xlabel(measure)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -134,9 +158,9 @@ def write_group(output_dir: Path, participants: list[str] | None = None) -> Grou
     outliers, plots, summary = [], [], []
     for measure in measure_names:
         z = np.full(len(rows), np.nan)
-        for task, suffix in sorted({(row["task"], row["suffix"]) for row in rows}):
-            chosen = [i for i, row in enumerate(rows)
-                      if (row["task"], row["suffix"]) == (task, suffix)]
+        for group in sorted({_group_key(row) for row in rows}):
+            task, suffix, inputs = group
+            chosen = [i for i, row in enumerate(rows) if _group_key(row) == group]
             values = np.array([rows[i][measure] if isinstance(rows[i][measure], (int, float))
                                else np.nan for i in chosen], dtype=float)
             z[chosen] = robust_z(values)
@@ -144,7 +168,7 @@ def write_group(output_dir: Path, participants: list[str] | None = None) -> Grou
             if finite.size:
                 median = float(np.median(finite))
                 summary.append({"measure": measure, "task": task, "suffix": suffix,
-                                "n": int(finite.size),
+                                "inputs": inputs, "n": int(finite.size),
                                 "median": round(median, 4),
                                 "mad": round(float(np.median(np.abs(finite - median))), 4),
                                 "min": round(float(finite.min()), 4),
