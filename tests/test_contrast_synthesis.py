@@ -139,6 +139,10 @@ def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path,
         brain["Measures"]["BrainVolumeMl"], abs=0.01)
     report = (output / "sub-01.html").read_text()
     assert "synthetic FLAIR from" in report and "not an acquired image" in report
+    from markupsafe import escape  # as the report's template escapes text
+
+    assert "<td>synthetic FLAIR + T1w</td>" in report
+    assert str(escape(SYNTHETIC_FLAIR_READING)) in report
     assert "Synthetic images (FLAIR, T2w and/or a pseudo-CT)" in report
 
 

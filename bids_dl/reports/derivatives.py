@@ -70,3 +70,14 @@ def find_measured(output_dir: Path, participants: list[str] | None = None,
             if measured is not None:
                 found.append(measured)
     return found
+
+
+def inputs_label(sidecar: dict, separator: str = "+") -> str:
+    """The input combination a derivative was made from, from its sidecar's ``Inputs`` and
+    ``SyntheticInputs`` (e.g. ``"FLAIR+T1w"``, ``"synthetic FLAIR+T1w"``, the names of
+    :mod:`bids_dl.models.lesion_segmentation`'s input sets); ``"n/a"`` for one-image tasks."""
+    inputs = sidecar.get("Inputs")
+    if not inputs:
+        return "n/a"
+    synthetic = set(sidecar.get("SyntheticInputs") or ())
+    return separator.join(f"synthetic {name}" if name in synthetic else name for name in inputs)

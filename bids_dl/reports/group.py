@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .derivatives import ENTITY_COLUMNS, MeasuredImage, find_measured
+from .derivatives import ENTITY_COLUMNS, MeasuredImage, find_measured, inputs_label
 
 OUTLIER_Z = 3.5
 MAD_TO_SD = 1.4826
@@ -66,17 +66,6 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     if mad == 0:
         return np.full(values.shape, np.nan)
     return (values - median) / mad
-
-
-def inputs_label(sidecar: dict) -> str:
-    """The input combination a derivative was made from, from its sidecar's ``Inputs`` and
-    ``SyntheticInputs`` (e.g. ``"FLAIR+T1w"``, ``"synthetic FLAIR+T1w"``); ``"n/a"`` for
-    one-image tasks."""
-    inputs = sidecar.get("Inputs")
-    if not inputs:
-        return "n/a"
-    synthetic = set(sidecar.get("SyntheticInputs") or ())
-    return "+".join(f"synthetic {name}" if name in synthetic else name for name in inputs)
 
 
 def measures_table(images: list[MeasuredImage]) -> tuple[list[str], list[dict]]:

@@ -6,7 +6,7 @@ import csv
 import datetime
 from pathlib import Path
 
-from .derivatives import find_measured
+from .derivatives import find_measured, inputs_label
 
 MAX_TABLE_ROWS = 30  # lesions listed in the report (all are in the TSV)
 
@@ -61,7 +61,9 @@ def write_participant_report(output_dir: Path, subject: str, methods: str,
             "measures": meta["Measures"], "model": meta.get("Model", {}),
             "device": meta.get("Device", "?"), "runtime": meta.get("RuntimeSeconds", "?"),
             "figure": figure.relative_to(output_dir).as_posix() if figure else None,
-            "task": meta.get("Model", {}).get("name", ""), "inputs": meta.get("Inputs"),
+            "task": meta.get("Model", {}).get("name", ""),
+            "inputs": inputs_label(meta, " + ") if meta.get("Inputs") else None,
+            "reading": meta.get("ProbabilityReading"),
             "warnings": meta.get("Warnings") or [], "table": rows[:MAX_TABLE_ROWS],
             "table_rows": len(rows),
             "table_file": table.relative_to(output_dir).as_posix() if rows else None,
