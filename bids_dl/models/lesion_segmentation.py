@@ -7,6 +7,8 @@ brain -> one U-Net (a missing contrast is a channel of zeros; averaged with its 
 left-right mirrored input) -> lesion probability restricted
 to the brain, resampled onto the reference grid -> mask and per-lesion table (volume, centroid,
 probabilities, location from the model's ventricle, cortex and infratentorial outputs).
+A FLAIR synthesised from the T1w is not registered, and its lesion probability is the mean of
+the U-Net's outputs with and without it (:data:`SYNTHETIC_FLAIR_READING`).
 """
 
 from __future__ import annotations
