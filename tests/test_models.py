@@ -65,6 +65,27 @@ def test_synthetic_flair_threshold_was_calibrated_with_the_shipped_synthesis_mod
     assert lesion["thresholds"][SYNTHETIC_FLAIR_SET] == calibration["threshold"]
 
 
+def test_shipped_synthesis_lesion_branch_is_the_shipped_lesion_models_t1w_path():
+    """The shipped synthesis model's frozen lesion branch holds the shipped lesion model's
+    weights (its first convolution: the T1w input channel), and its card names that model."""
+    if not (registry.available("lesion-segmentation")
+            and registry.available("contrast-synthesis")):
+        pytest.skip("the lesion and synthesis models are not both installed")
+    synthesis, card = registry.load_model("contrast-synthesis")
+    if "lesion_branch" not in [layer.name for layer in synthesis.layers]:
+        pytest.skip("the shipped synthesis model has no lesion branch")
+    lesion, lesion_card = registry.load_model("lesion-segmentation")
+    assert card["lesion_branch"]["sha256"] == lesion_card["sha256"]
+    lesion_weights = {w.path: np.asarray(w.numpy()) for w in lesion.weights}
+    branch = synthesis.get_layer("lesion_branch").weights
+    assert len(branch) == len(lesion_weights)
+    for weight in branch:
+        expected = lesion_weights[weight.path]
+        if weight.path == "down0_conv1/kernel":
+            expected = expected[..., 1:2, :]  # channel 1 of (FLAIR, T1w)
+        np.testing.assert_array_equal(np.asarray(weight.numpy()), expected)
+
+
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     entry = registry.get_entry("brain-extraction")
     shutil.copy(entry.card_path, tmp_path / entry.card)

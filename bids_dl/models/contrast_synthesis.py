@@ -3,10 +3,11 @@
 Path (shared with lesion segmentation): load the T1w -> its brain mask (given, or by the
 brain-extraction model) -> the engine's 1.5 mm grid centred on the brain -> normalisation
 inside the brain -> the synthesis model on 64³ tiles (outputs: FLAIR, T2w relative to white
-matter; CT in HU / 1000; the shipped model is a U-Net with linear outputs, and the
-tissue-mixture net that training now builds, :mod:`bids_dl.models.synthesis_net`, runs the
-same way) -> the asked targets resampled onto the T1w's grid. MR outputs are put on the
-source's white-matter scale (white matter = the T1w's white-matter intensity); CT in HU.
+matter; CT in HU / 1000; since session 15 the shipped model is the tissue-mixture net of
+:mod:`bids_dl.models.synthesis_net` with its frozen lesion branch, and any U-Net with three
+linear outputs runs the same way) -> the asked targets resampled onto the T1w's grid. MR
+outputs are put on the source's white-matter scale (white matter = the T1w's white-matter
+intensity); CT in HU.
 """
 
 from __future__ import annotations
