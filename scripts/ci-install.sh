@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+# no pip cache: CI machines can be short of disk, and the image builds need it more
+export PIP_NO_CACHE_DIR=1
 # mricron-data: Colin27 (held-out evaluation) and atlases; graphviz: workflow graphs;
 # podman, runc, debootstrap: build and run the container image; slurm-wlm, munge: a real
 # single-node cluster for the cluster stage.

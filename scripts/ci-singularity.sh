@@ -2,7 +2,8 @@
 # Singularity/Apptainer cannot be installed here, so check the recipes the way that works
 # offline: convert each with spython to a Dockerfile and build that with podman (which runs
 # the recipe's %files/%post for real), then run its %test command and its %runscript.
-# Needs the image of scripts/ci-build-image.sh (singularity.def bootstraps from it).
+# Needs the image of scripts/ci-build-image.sh (singularity.def bootstraps from it); that image
+# is removed afterwards to free disk (BIDS_DL_KEEP_IMAGE=1 keeps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/container-env.sh
@@ -26,4 +27,13 @@ for recipe in singularity.def singularity-source.def; do
     -c 'exec bids-dl "$@"' runscript --help)
   grep -q "BIDS_DIR OUTPUT_DIR" <<< "$helped"
   echo "$recipe: converted, built in $(( $(date +%s) - tic )) s, %test and %runscript pass"
+  # Each recipe's image is checked: free its disk before the next build (a from-scratch build
+  # needs its own ~2 GB of Python packages, twice while podman commits the layer). The Docker
+  # image is no longer needed either once singularity.def, which bootstraps from it, passed.
+  podman rmi -f "$tag" >/dev/null
+  if [ "$recipe" = singularity.def ] && [ -z "${BIDS_DL_KEEP_IMAGE:-}" ]; then
+    podman rmi -f "docker.io/bids-dl/bids-dl:$VERSION" "$IMAGE" >/dev/null
+  fi
+  podman image prune -f >/dev/null
+  echo "disk after $recipe: $(df -h --output=avail "$(podman info --format '{{.Store.GraphRoot}}')" | tail -1 | tr -d ' ') free"
 done
