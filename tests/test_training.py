@@ -212,6 +212,55 @@ def test_tissue_synthesis_loss_counts_small_lesions():
     assert loss(missed) - loss(fractions) > 0.8 * LESION_DICE_WEIGHT + 0.1
 
 
+def test_small_lesion_weights_and_weighted_loss(tmp_path):
+    """Small-lesion weighting: a 27-voxel lesion's voxels weigh (300 / 27)^0.5 = 3.33, a
+    1,000-voxel one's 1, the background 1; with the weights as an extra target channel the
+    loss of missing the small lesion grows, that of the rest does not; a pooled batch with
+    the weighting carries them as its last mask channel."""
+    from bids_dl.synth.demo import LABELS_FILE
+    from bids_dl.training.data import SMALL_LESION_REFERENCE, make_batch, small_lesion_weights
+    from bids_dl.training.losses import channelwise_dice_bce_loss
+    from bids_dl.training.pool import PatchPool
+    from bids_dl.training.train import make_heads
+
+    lesions = np.zeros((32, 32, 32), np.uint8)
+    lesions[2:5, 2:5, 2:5] = 1
+    lesions[15:25, 15:25, 15:25] = 1
+    weights = small_lesion_weights(lesions, cap=5.0)
+    assert np.isclose(weights[3, 3, 3], np.sqrt(SMALL_LESION_REFERENCE / 27))
+    assert weights[20, 20, 20] == 1 and weights[0, 31, 31] == 1
+    assert small_lesion_weights(lesions, cap=2.0).max() == 2.0
+
+    truth = np.zeros((1, 4, 32, 32, 32), np.float32)
+    truth[0, 0] = lesions
+    missed_small = np.clip(truth.copy(), 0.01, 0.99)
+    missed_small[0, 0, 2:5, 2:5, 2:5] = 0.01
+    missed_large = np.clip(truth.copy(), 0.01, 0.99)
+    missed_large[0, 0, 16:19, 16:19, 16:19] = 0.01  # as many voxels, inside the large one
+    weighted = np.concatenate([truth, weights[None, None]], axis=1)
+
+    def loss(target, pred):
+        return float(np.asarray(channelwise_dice_bce_loss(target, pred))[0])
+
+    assert np.isclose(loss(truth, missed_small), loss(truth, missed_large), atol=1e-3)
+    assert loss(weighted, missed_small) > loss(weighted, missed_large) + 0.003
+    assert np.isclose(loss(weighted, missed_large), loss(truth, missed_large), atol=1e-4)
+
+    import nibabel as nib
+
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+    heads = make_heads("lesion-segmentation", [labels], None, pooled=True)
+    pool = PatchPool(heads, tmp_path / "pool", 1, seed=4, patch=32)
+    from bids_dl.training import data
+
+    data._init_worker(pool)
+    _, plain = make_batch((4, 0, 2, 1))
+    _, masks = make_batch((4, 0, 2, 1, 5.0))
+    assert masks.shape[1] == plain.shape[1] + 1 and np.array_equal(masks[:, :-1], plain)
+    assert np.array_equal(masks[:, -1], np.stack([small_lesion_weights(m[0], 5.0)
+                                                  for m in plain]))
+
+
 def test_time_limit_checkpoints_and_resumes(labels_dir, tmp_path):
     """--time-limit 0 stops after the first step with a checkpoint; a rerun resumes there."""
     from bids_dl.training import cli

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="P", help="chance that a patch is centred on a lesion "
                                            "(default: the generator's; lesion "
                                            "segmentation 0.7, synthesis 0)")
+        if task == "lesion-segmentation":
+            sub.add_argument("--small-lesion-weight", type=float, default=0.0, metavar="W",
+                             help="weigh the cross-entropy of a small lesion's voxels by "
+                                  "(300 voxels / its size)^0.5, at most W (0: off)")
         if task == "contrast-synthesis":
             sub.add_argument("--lesion-branch-from", type=Path, default=None,
                              metavar="LESION.keras",
@@ -115,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         lesion_branch_from=(str(args.lesion_branch_from)
                             if getattr(args, "lesion_branch_from", None) else None),
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
+        small_lesion_weight=getattr(args, "small_lesion_weight", 0.0),
     )
+    if recipe.small_lesion_weight > 0:
+        recipe.loss += (f"; small lesions' cross-entropy weighted by (300 voxels / size)^0.5, "
+                        f"at most {recipe.small_lesion_weight:g}")
     from .card import write_model
     from .train import train
 

@@ -33,12 +33,37 @@ def _init_worker(heads: SyntheticHeads) -> None:
     _HEADS = heads
 
 
-def make_batch(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``(seed, step, batch_size, patches_per_head)`` -> image ``(batch, channels, x, y,
-    z)`` and masks ``(batch, targets, x, y, z)`` arrays (channels-first) as float32; a pure
-    function of its arguments. Generators that can cut several patches from one rendered head
-    (``samples``) do so ``patches_per_head`` at a time."""
-    seed, step, batch_size, per_head = args
+#: Lesion size (voxels of the 1.5 mm grid, ~1 ml) at and above which a lesion's voxels weigh 1
+#: in the small-lesion weighting of :func:`small_lesion_weights`
+SMALL_LESION_REFERENCE = 300
+
+
+def small_lesion_weights(lesions: np.ndarray, cap: float) -> np.ndarray:
+    """Voxel weights ``(x, y, z)`` for a binary lesion mask ``(x, y, z)``: 1 outside lesions
+    and in lesions of >= :data:`SMALL_LESION_REFERENCE` voxels, ``(reference / voxels)^0.5``
+    (at most ``cap``) in smaller ones (26-connected components of the patch), so that a
+    10 mm³ lesion's voxels pull on the cross-entropy harder than a confluent patch's."""
+    from scipy import ndimage
+
+    weights = np.ones(lesions.shape, np.float32)
+    components, count = ndimage.label(lesions > 0, structure=np.ones((3, 3, 3)))
+    if count:
+        sizes = np.bincount(components.ravel())[1:].astype(np.float32)
+        per_component = np.clip(np.sqrt(SMALL_LESION_REFERENCE / sizes), 1.0, cap)
+        inside = components > 0
+        weights[inside] = per_component[components[inside] - 1]
+    return weights
+
+
+def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``(seed, step, batch_size, patches_per_head[, small_lesion_weight])`` -> image
+    ``(batch, channels, x, y, z)`` and masks ``(batch, targets, x, y, z)`` arrays
+    (channels-first) as float32; a pure function of its arguments. Generators that can cut
+    several patches from one rendered head (``samples``) do so ``patches_per_head`` at a time.
+    A ``small_lesion_weight`` > 0 appends one more mask channel: the voxel weights of
+    :func:`small_lesion_weights` for the first target (lesions), which the loss reads."""
+    seed, step, batch_size, per_head = args[:4]
+    small_lesion_weight = args[4] if len(args) > 4 else 0.0
     samples = []
     if per_head > 1 and hasattr(_HEADS, "samples"):
         head = 0
@@ -51,6 +76,9 @@ def make_batch(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]
     images = np.stack([s.image if s.image.ndim == 4 else s.image[None] for s in samples])
     masks = np.stack([s.mask if s.mask.ndim == 4 else s.mask[None]
                       for s in samples]).astype(np.float32)
+    if small_lesion_weight > 0:
+        weights = np.stack([small_lesion_weights(m[0], small_lesion_weight) for m in masks])
+        masks = np.concatenate([masks, weights[:, None]], axis=1)
     return images, masks
 
 
@@ -60,14 +88,15 @@ class BatchStream:
 
     def __init__(self, heads: SyntheticHeads, seed: int, start: int, stop: int,
                  batch_size: int = 1, workers: int = 1, prefetch: int = 3,
-                 patches_per_head: int = 1):
+                 patches_per_head: int = 1, small_lesion_weight: float = 0.0):
         self.heads, self.seed, self.patches_per_head = heads, seed, patches_per_head
+        self.small_lesion_weight = small_lesion_weight
         self.start, self.stop, self.batch_size, self.workers = start, stop, batch_size, workers
         self.prefetch = max(prefetch, workers)
 
     def __iter__(self):
-        jobs = [(self.seed, step, self.batch_size, self.patches_per_head)
-                for step in range(self.start, self.stop)]
+        jobs = [(self.seed, step, self.batch_size, self.patches_per_head,
+                 self.small_lesion_weight) for step in range(self.start, self.stop)]
         if self.workers <= 0:
             _init_worker(self.heads)
             yield from map(make_batch, jobs)

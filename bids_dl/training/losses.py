@@ -23,15 +23,24 @@ def channelwise_dice_bce_loss(y_true, y_pred):
     """Mean over channels of soft Dice + binary cross-entropy, each channel on its own (a
     small structure, e.g. lesions, counts as much as a large one); channels-first tensors
     ``(batch, channels, x, y, z)``. Dice pools the whole batch (a patch without lesions does
-    not reward an empty prediction on its own); the first channel (lesions) weighs double."""
+    not reward an empty prediction on its own); the first channel (lesions) weighs double.
+    A ``y_true`` with one channel more than ``y_pred`` carries voxel weights of the lesion
+    channel's cross-entropy in its last channel
+    (:func:`bids_dl.training.data.small_lesion_weights`)."""
     y_true = ops.cast(y_true, y_pred.dtype)
+    voxel_weights = None
+    if y_true.shape[1] == y_pred.shape[1] + 1:
+        y_true, voxel_weights = y_true[:, :-1], y_true[:, -1:]
     pooled = (0,) + tuple(range(2, len(y_pred.shape)))
     overlap = ops.sum(y_true * y_pred, axis=pooled)
     total = ops.sum(y_true, axis=pooled) + ops.sum(y_pred, axis=pooled)
     dice = 1.0 - (2.0 * overlap + 1.0) / (total + 1.0)
     clipped = ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
-    bce = -ops.mean(y_true * ops.log(clipped) + (1 - y_true) * ops.log(1 - clipped),
-                    axis=pooled)
+    voxel_bce = -(y_true * ops.log(clipped) + (1 - y_true) * ops.log(1 - clipped))
+    if voxel_weights is not None:
+        first = ops.concatenate([voxel_weights, ops.ones_like(y_pred[:, 1:])], axis=1)
+        voxel_bce = voxel_bce * first
+    bce = ops.mean(voxel_bce, axis=pooled)
     per_channel = dice + bce
     channels = per_channel.shape[0]
     weights = ops.convert_to_tensor([2.0] + [1.0] * (channels - 1), dtype=y_pred.dtype)

@@ -49,6 +49,9 @@ class Recipe:
     #: Contrast synthesis: a lesion-segmentation .keras whose T1w path becomes the net's
     #: frozen lesion branch (:mod:`bids_dl.models.synthesis_net`); None: no branch
     lesion_branch_from: str | None = None
+    #: Lesion segmentation: > 0 weighs the cross-entropy of each small lesion's voxels by
+    #: (SMALL_LESION_REFERENCE / its voxels)^0.5, capped at this value (0: every voxel 1)
+    small_lesion_weight: float = 0.0
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -243,7 +246,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
                              recipe.batch_size, workers,
                              patches_per_head=recipe.patches_per_head if patch and not pooled
-                             else 1)
+                             else 1, small_lesion_weight=recipe.small_lesion_weight)
         tic = time.time()
         for step, (images, masks) in enumerate(stream, start=max(start, phase_start)):
             rate = recipe.learning_rate_at(step)
