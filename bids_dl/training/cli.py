@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from .data import SMALL_LESION_REFERENCE
 from .train import Recipe
 
 #: Recipe defaults that differ per task (lesions: 64³ patches of the 1.5 mm lesion grid
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         if task == "lesion-segmentation":
             sub.add_argument("--small-lesion-weight", type=float, default=0.0, metavar="W",
                              help="weigh the cross-entropy of a small lesion's voxels by "
-                                  "(300 voxels / its size)^0.5, at most W (0: off)")
+                                  f"({SMALL_LESION_REFERENCE} voxels / its size)^0.5, at most "
+                                  "W (0: off)")
         if task == "contrast-synthesis":
             sub.add_argument("--lesion-branch-from", type=Path, default=None,
                              metavar="LESION.keras",
@@ -122,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         small_lesion_weight=getattr(args, "small_lesion_weight", 0.0),
     )
     if recipe.small_lesion_weight > 0:
-        recipe.loss += (f"; small lesions' cross-entropy weighted by (300 voxels / size)^0.5, "
-                        f"at most {recipe.small_lesion_weight:g}")
+        recipe.loss += (f"; small lesions' cross-entropy weighted by ({SMALL_LESION_REFERENCE} "
+                        f"voxels / size)^0.5, at most {recipe.small_lesion_weight:g}")
     from .card import write_model
     from .train import train
 
