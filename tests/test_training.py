@@ -452,3 +452,48 @@ def test_patch_pool_of_synthesis_pairs(tmp_path):
             assert np.array_equal(getattr(sample, name),
                                   mirror(getattr(patch, name)).astype(getattr(sample, name).dtype))
     assert flips == {True, False}
+
+
+def test_lesion_grid_spacing_is_trained_recorded_and_used(labels_dir, train_head, demo_dir,
+                                                           tmp_path, monkeypatch):
+    """--grid-spacing 1.2: samples on a 1.2 mm grid of the same field of view (144 x 160 x
+    144 voxels), the card records it, inference runs the model on it (outputs on the
+    FLAIR's grid), and such a model cannot become the 1.5 mm synthesis net's lesion
+    branch."""
+    import nibabel as nib
+    from conftest import _tiny_model_dir
+
+    from bids_dl.models import registry
+    from bids_dl.models.grid import LESION_SHAPE, lesion_grid_shape
+    from bids_dl.models.lesion_segmentation import card_grid_spacing, segment_lesions
+    from bids_dl.training.train import initialise_lesion_branch, make_heads
+
+    assert lesion_grid_shape(1.5) == LESION_SHAPE == (112, 128, 112)
+    assert lesion_grid_shape(1.0) == (168, 192, 168)
+    with pytest.raises(ValueError, match="outside"):
+        lesion_grid_shape(0.1)
+    sample = make_heads("lesion-segmentation", [train_head], None, grid_spacing=1.2).sample(3)
+    assert sample.image.shape[-3:] == (144, 160, 144)
+    assert np.allclose(np.diag(sample.affine)[:3], 1.2)
+    with pytest.raises(ValueError, match="lesion segmentation"):
+        make_heads("contrast-synthesis", [train_head], 32, grid_spacing=1.2)
+
+    models = _tiny_model_dir("lesion-segmentation", labels_dir, tmp_path, "--steps", "0",
+                             "--no-evaluate", "--patch", "32", "--grid-spacing", "1.2")
+    card = json.loads((models / "lesion_segmentation.json").read_text())
+    assert card["input"]["spacing_mm"] == 1.2 and card["input"]["grid_shape"] == [144, 160, 144]
+    assert card["recipe"]["grid_spacing"] == 1.2 and card_grid_spacing(card) == 1.2
+    assert card_grid_spacing({}) == 1.5  # cards from before the option: the 1.5 mm grid
+
+    flair = demo_dir / "sub-02/ses-2/anat/sub-02_ses-2_FLAIR.nii.gz"
+    monkeypatch.setenv("BIDS_DL_MODEL_DIR", str(models))
+    registry.load_model.cache_clear()
+    try:
+        result = segment_lesions(flair, None, device="cpu")
+    finally:
+        monkeypatch.delenv("BIDS_DL_MODEL_DIR")
+        registry.load_model.cache_clear()
+    assert result.model["grid_spacing_mm"] == 1.2 and result.model["sha256"] == card["sha256"]
+    assert result.mask.shape == nib.load(str(flair)).shape
+    with pytest.raises(ValueError, match="1.2 mm grid cannot be the lesion branch"):
+        initialise_lesion_branch(None, models / "lesion_segmentation.keras")

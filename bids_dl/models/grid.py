@@ -10,9 +10,25 @@ import numpy as np
 
 MODEL_SHAPE = (96, 112, 96)
 MODEL_SPACING = 2.0
-#: Lesion segmentation grid: 168 x 192 x 168 mm at 1.5 mm, centred on the brain.
-LESION_SHAPE = (112, 128, 112)
+#: Lesion segmentation grid: 168 x 192 x 168 mm (``LESION_FOV_MM``) centred on the brain, at
+#: 1.5 mm by default; a lesion model trained on another spacing says so in its card
+#: (``input.spacing_mm``) and inference follows it (:func:`lesion_grid_shape`).
+LESION_FOV_MM = (168.0, 192.0, 168.0)
 LESION_SPACING = 1.5
+#: The U-Nets halve the grid three times: grid sides are multiples of this.
+GRID_MULTIPLE = 8
+
+
+def lesion_grid_shape(spacing: float = LESION_SPACING) -> tuple[int, int, int]:
+    """Voxels per axis of the lesion grid at ``spacing`` mm: at least ``LESION_FOV_MM``,
+    rounded up to a multiple of :data:`GRID_MULTIPLE` (1.5 mm: 112 x 128 x 112)."""
+    if not 0.5 <= spacing <= 3.0:
+        raise ValueError(f"lesion grid spacing {spacing} mm is outside 0.5-3 mm")
+    return tuple(int(np.ceil(fov / spacing / GRID_MULTIPLE - 1e-6)) * GRID_MULTIPLE
+                 for fov in LESION_FOV_MM)
+
+
+LESION_SHAPE = lesion_grid_shape(LESION_SPACING)
 
 
 def normalise_intensity(image: np.ndarray) -> np.ndarray:

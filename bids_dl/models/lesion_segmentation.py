@@ -35,7 +35,7 @@ from ..utils.io import (
 )
 from ..utils.resample import resample_to_grid
 from .engine import GridSpec, InferenceEngine, brain_grid
-from .grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
+from .grid import LESION_SPACING, lesion_grid_shape, normalise_in_mask
 
 TASK = "lesion-segmentation"
 THRESHOLD = 0.5  # without a calibrated threshold in the model card
@@ -232,6 +232,12 @@ def card_threshold(card: dict, inputs: str) -> float:
     return float(card.get("thresholds", {}).get(inputs, card.get("threshold", THRESHOLD)))
 
 
+def card_grid_spacing(card: dict) -> float:
+    """The lesion grid's spacing (mm) a model was trained on: its card's
+    ``input.spacing_mm``, else :data:`~bids_dl.models.grid.LESION_SPACING`."""
+    return float(card.get("input", {}).get("spacing_mm", LESION_SPACING))
+
+
 def _thickest_slice(image: nib.Nifti1Image) -> float:
     return float(np.sqrt((image.affine[:3, :3] ** 2).sum(0)).max())
 
@@ -240,9 +246,12 @@ def segment_lesions(flair: str | os.PathLike | None = None,
                     t1w: str | os.PathLike | None = None, device: str = "auto",
                     threshold: float | None = None, model=None,
                     brain_mask: str | os.PathLike | None = None,
-                    synthetic_flair: bool = False) -> LesionResult:
+                    synthetic_flair: bool = False,
+                    grid_spacing: float | None = None) -> LesionResult:
     """Segment white-matter lesions; at least one of ``flair`` and ``t1w``; ``model``: a
     Keras model to use instead of the shipped one (evaluation of a candidate);
+    ``grid_spacing``: the model grid's spacing in mm (default: the card's,
+    :func:`card_grid_spacing`; give it with a candidate ``model`` trained on another grid);
     ``threshold``: lesion probability cut-off (default: the card's threshold calibrated for
     the inputs given, :func:`card_threshold`);
     ``brain_mask``: the reference image's brain mask when already known (e.g. from the
@@ -289,7 +298,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
         threshold = card_threshold(card, input_set("FLAIR" in loaded, "T1w" in loaded,
                                                    synthetic_flair))
     used = device_in_use(device)
-    engine = InferenceEngine(model, GridSpec(LESION_SHAPE, LESION_SPACING))
+    spacing = card_grid_spacing(card) if grid_spacing is None else float(grid_spacing)
+    engine = InferenceEngine(model, GridSpec(lesion_grid_shape(spacing), spacing))
     tic = time.perf_counter()
     grid = brain_grid(engine, brain, ref_image.affine)
     grid_affine, grid_brain = grid.affine, grid.brain
@@ -331,6 +341,6 @@ def segment_lesions(flair: str | os.PathLike | None = None,
         inputs={name: str(path) for name, path in (("FLAIR", flair), ("T1w", t1w)) if path},
         registration=registration, device=used,
         model={"name": card.get("name", TASK), "version": card.get("version"),
-               "sha256": card.get("sha256")},
+               "sha256": card.get("sha256"), "grid_spacing_mm": spacing},
         threshold=threshold, warnings=warnings, timings=timings,
         reading=SYNTHETIC_FLAIR_READING if synthetic_flair else None)

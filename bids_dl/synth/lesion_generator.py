@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage
 
-from ..models.grid import LESION_SHAPE, LESION_SPACING, normalise_in_mask
+from ..models.grid import LESION_SHAPE, LESION_SPACING, lesion_grid_shape, normalise_in_mask
 from ..utils.resample import smooth_noise
 from .contrasts import label_intensities
 from .generator import (
@@ -40,6 +40,12 @@ TARGETS = ("lesions", "ventricles", "cortex", "infratentorial")
 _TARGET_LABELS = {"ventricles": (LABELS["ventricles"],), "cortex": (LABELS["cortical_gm"],),
                   "infratentorial": (LABELS["cerebellar_gm"], LABELS["cerebellar_wm"],
                                      LABELS["brainstem"])}
+
+
+def lesion_geometry(geometry: GeneratorConfig, spacing: float) -> GeneratorConfig:
+    """``geometry`` on a lesion grid of ``spacing`` mm (same field of view,
+    :func:`~bids_dl.models.grid.lesion_grid_shape`)."""
+    return replace(geometry, spacing=float(spacing), out_shape=lesion_grid_shape(spacing))
 
 
 @dataclass

@@ -10,7 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
-from ..models.grid import LESION_SHAPE, LESION_SPACING, MODEL_SHAPE, MODEL_SPACING
+from ..models.grid import (
+    LESION_SHAPE,
+    LESION_SPACING,
+    MODEL_SHAPE,
+    MODEL_SPACING,
+    lesion_grid_shape,
+)
 from ..models.registry import get_entry, sha256
 from ..synth.lesion_generator import LesionConfig
 from ..synth.lesions import LESION_CONTRAST_TEXT, P_CHOROID_PLEXUS
@@ -80,8 +86,20 @@ def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
     return metrics
 
 
-def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
-    """Held-out lesion metrics of a ``.keras`` file through the shipped inference path."""
+def card_io(recipe: Recipe) -> dict:
+    """The card's ``input`` and ``output`` of ``recipe``'s model (the lesion grid of its
+    ``grid_spacing`` when set)."""
+    io = json.loads(json.dumps(CARD_IO[recipe.task]))
+    if recipe.task == "lesion-segmentation" and recipe.grid_spacing is not None:
+        io["input"]["grid_shape"] = list(lesion_grid_shape(recipe.grid_spacing))
+        io["input"]["spacing_mm"] = float(recipe.grid_spacing)
+    return io
+
+
+def evaluate_lesion_model(model_path: Path, labels_dir: Path,
+                          grid_spacing: float | None = None) -> dict:
+    """Held-out lesion metrics of a ``.keras`` file through the shipped inference path
+    (``grid_spacing``: the model's grid in mm, None: the default)."""
     import numpy as np
 
     from ..models.layers import load_keras_model
@@ -91,7 +109,7 @@ def evaluate_lesion_model(model_path: Path, labels_dir: Path) -> dict:
     model = load_keras_model(model_path)
 
     def segment(flair, t1w):
-        result = segment_lesions(flair, t1w, model=model)
+        result = segment_lesions(flair, t1w, model=model, grid_spacing=grid_spacing)
         return np.asarray(result.mask.dataobj) > 0
 
     return evaluate_lesions.evaluate_all(segment, labels_dir)
@@ -136,6 +154,12 @@ GENERATORS = {
 }
 EVALUATORS = {"brain-extraction": evaluate_model, "lesion-segmentation": evaluate_lesion_model,
               "contrast-synthesis": evaluate_synthesis_model}
+
+
+def _evaluate(recipe: Recipe, model_path: Path, labels_dir: Path) -> dict:
+    if recipe.task == "lesion-segmentation":
+        return evaluate_lesion_model(model_path, labels_dir, recipe.grid_spacing)
+    return EVALUATORS[recipe.task](model_path, labels_dir)
 
 
 def label_map_builds(labels_dir: Path, names: list[str]) -> dict[str, dict]:
@@ -254,7 +278,7 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "architecture": ARCHITECTURES.get(
             recipe.task, f"3D U-Net, group normalisation, {FINAL_ACTIVATION[recipe.task]} "
                          "output (bids_dl.models.unet)") + (LESION_BRANCH_TEXT if branch else ""),
-        **CARD_IO[recipe.task],
+        **card_io(recipe),
         "recipe": recorded,
         "seed": recipe.seed,
         "steps": state["step"],
@@ -267,7 +291,7 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
                      "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
                      "wall_seconds": wall_seconds,
                      "final_loss_mean_last_100": sum(history[-100:]) / max(len(history[-100:]), 1)},
-        "metrics": EVALUATORS[recipe.task](target, labels_dir) if evaluate else {},
+        "metrics": _evaluate(recipe, target, labels_dir) if evaluate else {},
         **lineage,
     }
     with atomic_path(out_dir / entry.card) as tmp:

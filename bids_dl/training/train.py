@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,9 @@ class Recipe:
     #: Lesion segmentation: > 0 weighs the cross-entropy of each small lesion's voxels by
     #: (SMALL_LESION_REFERENCE / its voxels)^0.5, capped at this value (0: every voxel 1)
     small_lesion_weight: float = 0.0
+    #: Lesion segmentation: the model grid's spacing in mm (None: the default 1.5 mm,
+    #: :data:`bids_dl.models.grid.LESION_SPACING`); the card records it and inference uses it
+    grid_spacing: float | None = None
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -158,25 +161,39 @@ def initialise_lesion_branch(model, path: Path, input_channel: int = 1) -> int:
     """Copy the lesion model at ``path`` into ``model``'s frozen ``lesion_branch``, keeping
     only ``input_channel`` of its first convolution (1: the T1w; a left-out contrast is a
     channel of zeros for the lesion model, so the branch computes its T1w-alone output);
-    returns the layers copied."""
+    returns the layers copied. A lesion model of another grid than the synthesis net's
+    (its card's ``input.spacing_mm``) is refused."""
     import keras
 
+    from ..models.grid import LESION_SPACING
+
+    card_path = path.with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    spacing = float(card.get("input", {}).get("spacing_mm", LESION_SPACING))
+    if abs(spacing - LESION_SPACING) > 1e-6:
+        raise ValueError(f"{path}: a lesion model of a {spacing:g} mm grid cannot be the "
+                         f"lesion branch of the synthesis net ({LESION_SPACING:g} mm grid)")
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
     return _copy_weights(model.get_layer("lesion_branch").layers, source, path,
                          input_channel, "the lesion branch")
 
 
 def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False,
-               patch_on_lesion: float | None = None):
+               patch_on_lesion: float | None = None, grid_spacing: float | None = None):
     """The sample generator of ``task`` (``patch``: cubic patches; None: whole grid;
     ``pooled``: whole heads for a :class:`~bids_dl.training.pool.PatchPool`;
-    ``patch_on_lesion``: the chance of a lesion-centred patch, None: the generator's)."""
+    ``patch_on_lesion``: the chance of a lesion-centred patch, None: the generator's;
+    ``grid_spacing``: lesion segmentation's grid spacing in mm, None: the default)."""
     on_lesion = {} if patch_on_lesion is None else {"p_patch_on_lesion": patch_on_lesion}
     if task == "lesion-segmentation":
-        from ..synth.lesion_generator import LesionConfig, LesionHeads
+        from ..synth.lesion_generator import LesionConfig, LesionHeads, lesion_geometry
 
-        return LesionHeads(maps, LesionConfig(patch=patch, leave_out_in_crop=pooled,
-                                              **on_lesion))
+        config = LesionConfig(patch=patch, leave_out_in_crop=pooled, **on_lesion)
+        if grid_spacing is not None:
+            config = replace(config, geometry=lesion_geometry(config.geometry, grid_spacing))
+        return LesionHeads(maps, config)
+    if grid_spacing is not None:
+        raise ValueError(f"--grid-spacing is for lesion segmentation, not {task}")
     if task == "contrast-synthesis":
         from ..synth.pairs import PairConfig, PairedHeads
 
@@ -235,7 +252,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             continue
         pooled = bool(recipe.pool and patch)
         heads = make_heads(recipe.task, maps, None if pooled else patch, pooled,
-                           recipe.patch_on_lesion)
+                           recipe.patch_on_lesion, recipe.grid_spacing)
         if pooled:
             if recipe.task == "brain-extraction":
                 raise ValueError("--pool: brain extraction trains from fresh heads")
