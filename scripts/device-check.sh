@@ -10,6 +10,10 @@
 #   TRAIN_ARGS="brain-extraction --labels .cache/labels --work-dir /tmp/w ..."  optional:
 #                    a bids-dl-train command run with --time-limit for what is left; its
 #                    work dir's checkpoint, state and final model are copied to $OUT
+#                    e.g. the lesion model on a finer grid: "lesion-segmentation --labels
+#                    .cache/labels --work-dir /tmp/w --init-from
+#                    bids_dl/data/models/lesion_segmentation.keras --init-output
+#                    --grid-spacing 1.2 --batch-size 8 --pool 0 --workers 12 --no-evaluate"
 set -u
 START=$(date +%s); BUDGET=${BUDGET:-400}; OUT=${OUT:-.gpu/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
