@@ -13,8 +13,8 @@
 #                    e.g. the lesion model on a finer grid: "lesion-segmentation --labels
 #                    .cache/labels --work-dir /tmp/w --init-from
 #                    bids_dl/data/models/lesion_segmentation.keras --init-output
-#                    --grid-spacing 1.2 --batch-size 8 --pool 200 --workers 14 --no-evaluate"
-#                    (a pool: fresh 1.2 mm heads take seconds each, far slower than the GPU)
+#                    --grid-spacing 1.2 --batch-size 8 --pool 100 --workers 14 --no-evaluate"
+#                    (a pool: a fresh 1.2 mm head takes ~15 s of a core; 100 take ~2 min)
 set -u
 START=$(date +%s); BUDGET=${BUDGET:-400}; OUT=${OUT:-.gpu/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
