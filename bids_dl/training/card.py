@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import platform
@@ -89,7 +90,7 @@ def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
 def card_io(recipe: Recipe) -> dict:
     """The card's ``input`` and ``output`` of ``recipe``'s model (the lesion grid of its
     ``grid_spacing`` when set)."""
-    io = json.loads(json.dumps(CARD_IO[recipe.task]))
+    io = copy.deepcopy(CARD_IO[recipe.task])
     if recipe.task == "lesion-segmentation" and recipe.grid_spacing is not None:
         io["input"]["grid_shape"] = list(lesion_grid_shape(recipe.grid_spacing))
         io["input"]["spacing_mm"] = float(recipe.grid_spacing)
@@ -152,14 +153,14 @@ GENERATORS = {
                           "reference 3 T protocols and the reference CT of the same head, and "
                           "its tissue fractions; lesions in half of the heads)",
 }
-EVALUATORS = {"brain-extraction": evaluate_model, "lesion-segmentation": evaluate_lesion_model,
-              "contrast-synthesis": evaluate_synthesis_model}
-
-
-def _evaluate(recipe: Recipe, model_path: Path, labels_dir: Path) -> dict:
-    if recipe.task == "lesion-segmentation":
-        return evaluate_lesion_model(model_path, labels_dir, recipe.grid_spacing)
-    return EVALUATORS[recipe.task](model_path, labels_dir)
+#: The held-out evaluation of a freshly trained model, per task: ``(model_path, labels_dir,
+#: recipe) -> metrics`` (the recipe says what the card cannot yet, e.g. the lesion grid).
+EVALUATORS = {
+    "brain-extraction": lambda path, labels, recipe: evaluate_model(path, labels),
+    "lesion-segmentation": lambda path, labels, recipe: evaluate_lesion_model(
+        path, labels, recipe.grid_spacing),
+    "contrast-synthesis": lambda path, labels, recipe: evaluate_synthesis_model(path, labels),
+}
 
 
 def label_map_builds(labels_dir: Path, names: list[str]) -> dict[str, dict]:
@@ -291,7 +292,7 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
                      "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
                      "wall_seconds": wall_seconds,
                      "final_loss_mean_last_100": sum(history[-100:]) / max(len(history[-100:]), 1)},
-        "metrics": _evaluate(recipe, target, labels_dir) if evaluate else {},
+        "metrics": EVALUATORS[recipe.task](target, labels_dir, recipe) if evaluate else {},
         **lineage,
     }
     with atomic_path(out_dir / entry.card) as tmp:

@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   f"({SMALL_LESION_REFERENCE} voxels / its size)^0.5, at most "
                                   "W (0: off)")
             sub.add_argument("--grid-spacing", type=float, default=None, metavar="MM",
-                             help="the model grid's spacing (default 1.5 mm; finer grids keep "
-                                  "small lesions but take more voxels: 1.0 mm is 3.4x as "
+                             help="the model grid's spacing (default 1.5 mm; a finer grid resolves "
+                                  "smaller lesions but has more voxels: 1.0 mm has 3.4x as "
                                   "many); the card records it and inference uses it")
         if task == "contrast-synthesis":
             sub.add_argument("--lesion-branch-from", type=Path, default=None,

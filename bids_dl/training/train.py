@@ -166,10 +166,10 @@ def initialise_lesion_branch(model, path: Path, input_channel: int = 1) -> int:
     import keras
 
     from ..models.grid import LESION_SPACING
+    from ..models.lesion_segmentation import card_grid_spacing
 
     card_path = path.with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    spacing = float(card.get("input", {}).get("spacing_mm", LESION_SPACING))
+    spacing = card_grid_spacing(json.loads(card_path.read_text()) if card_path.is_file() else {})
     if abs(spacing - LESION_SPACING) > 1e-6:
         raise ValueError(f"{path}: a lesion model of a {spacing:g} mm grid cannot be the "
                          f"lesion branch of the synthesis net ({LESION_SPACING:g} mm grid)")
