@@ -261,6 +261,64 @@ def test_small_lesion_weights_and_weighted_loss(tmp_path):
                                                   for m in plain]))
 
 
+
+def test_lesion_instances_and_blob_loss(tmp_path):
+    """Blob loss: the instance ids number the lesions smallest first and each neighbourhood
+    holds its lesion's id; missing a 27-voxel lesion costs the blob loss far more than
+    missing as many voxels inside a 1,000-voxel one (the plain loss: the same), a halo of
+    false positives beside the small lesion costs it too, and a pooled batch with the blob
+    loss carries both channels."""
+    from bids_dl.synth.demo import LABELS_FILE
+    from bids_dl.training.data import lesion_instances, make_batch
+    from bids_dl.training.losses import blob_dice_bce_loss, channelwise_dice_bce_loss
+    from bids_dl.training.pool import PatchPool
+    from bids_dl.training.train import make_heads
+
+    lesions = np.zeros((32, 32, 32), np.uint8)
+    lesions[2:5, 2:5, 2:5] = 1
+    lesions[15:25, 15:25, 15:25] = 1
+    ids, near = lesion_instances(lesions, max_blobs=16, radius=3.0)
+    assert ids[3, 3, 3] == 1 and ids[20, 20, 20] == 2 and ids[0, 31, 31] == 0
+    assert near[6, 3, 3] == 1 and near[9, 3, 3] == 0 and near[13, 20, 20] == 2
+    assert lesion_instances(lesions, max_blobs=1, radius=3.0)[0][20, 20, 20] == 2
+    assert not lesion_instances(np.zeros_like(lesions), 16, 3.0).any()
+
+    truth = np.zeros((1, 4, 32, 32, 32), np.float32)
+    truth[0, 0] = lesions
+    exact = np.clip(truth.copy(), 1e-4, 1 - 1e-4)
+    missed_small = exact.copy()
+    missed_small[0, 0, 2:5, 2:5, 2:5] = 1e-4
+    missed_large = exact.copy()
+    missed_large[0, 0, 16:19, 16:19, 16:19] = 1e-4
+    halo = exact.copy()
+    halo[0, 0, 5:7, 2:5, 2:5] = 0.9  # 18 false-positive voxels beside the small lesion
+    blobs = np.concatenate([truth, np.stack([ids, near])[None]], axis=1)
+
+    def plain(pred):
+        return float(np.asarray(channelwise_dice_bce_loss(truth, pred))[0])
+
+    def blob(pred):
+        return float(np.asarray(blob_dice_bce_loss(blobs, pred))[0])
+
+    assert np.isclose(plain(missed_small), plain(missed_large), atol=1e-3)
+    assert blob(exact) - plain(exact) < 0.01
+    assert blob(missed_small) - blob(missed_large) > 0.4  # half of the per-lesion mean
+    assert blob(halo) - blob(exact) > 0.1
+
+    import nibabel as nib
+
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+    heads = make_heads("lesion-segmentation", [labels], None, pooled=True)
+    pool = PatchPool(heads, tmp_path / "pool", 1, seed=4, patch=32)
+    from bids_dl.training import data
+
+    data._init_worker(pool)
+    _, masks_plain = make_batch((4, 0, 2, 1))
+    _, masks = make_batch((4, 0, 2, 1, 0.0, True))
+    assert masks.shape[1] == masks_plain.shape[1] + 2
+    assert np.array_equal(masks[:, :-2], masks_plain)
+    assert np.array_equal((masks[:, -2] > 0), masks_plain[:, 0] > 0)
+
 def test_time_limit_checkpoints_and_resumes(labels_dir, tmp_path):
     """--time-limit 0 stops after the first step with a checkpoint; a rerun resumes there."""
     from bids_dl.training import cli

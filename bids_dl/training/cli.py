@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="weigh the cross-entropy of a small lesion's voxels by "
                                   f"({SMALL_LESION_REFERENCE} voxels / its size)^0.5, at most "
                                   "W (0: off)")
+            sub.add_argument("--blob-loss", action="store_true",
+                             help="add a per-lesion soft Dice term to the loss (each lesion "
+                                  "counts alike, however small; Kofler et al.'s blob loss)")
             sub.add_argument("--grid-spacing", type=float, default=None, metavar="MM",
                              help="the model grid's spacing (default 1.5 mm; a finer grid resolves "
                                   "smaller lesions but has more voxels: 1.0 mm has 3.4x as "
@@ -127,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         loss=Recipe(**TASK_DEFAULTS[args.task]).loss,
         small_lesion_weight=getattr(args, "small_lesion_weight", 0.0),
         grid_spacing=getattr(args, "grid_spacing", None),
+        blob_loss=getattr(args, "blob_loss", False),
     )
+    if recipe.blob_loss and recipe.small_lesion_weight > 0:
+        raise SystemExit("--blob-loss and --small-lesion-weight cannot be combined")
+    if recipe.blob_loss:
+        recipe.loss += "; plus the mean soft Dice of each lesion on its own (blob loss)"
     if recipe.small_lesion_weight > 0:
         recipe.loss += (f"; small lesions' cross-entropy weighted by ({SMALL_LESION_REFERENCE} "
                         f"voxels / size)^0.5, at most {recipe.small_lesion_weight:g}")

@@ -55,15 +55,40 @@ def small_lesion_weights(lesions: np.ndarray, cap: float) -> np.ndarray:
     return weights
 
 
+def lesion_instances(lesions: np.ndarray, max_blobs: int, radius: float) -> np.ndarray:
+    """Lesion instances of a binary lesion mask ``(x, y, z)``: float32 ``(2, x, y, z)``, the
+    ids of the patch's 26-connected lesions (1..``max_blobs``, smallest first; 0 outside
+    lesions, ``max_blobs + 1`` for any others) and each lesion's neighbourhood (every voxel
+    within ``radius`` voxels of a lesion takes the id of its nearest lesion; 0 farther),
+    where the blob loss scores that lesion."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(lesions > 0, structure=np.ones((3, 3, 3)))
+    ids = np.zeros(count + 1, np.float32)
+    if not count:
+        return np.zeros((2, *lesions.shape), np.float32)
+    order = np.argsort(np.bincount(components.ravel())[1:], kind="stable")
+    ids[order + 1] = np.minimum(np.arange(1, count + 1), max_blobs + 1)
+    distance, nearest = ndimage.distance_transform_edt(components == 0, return_indices=True)
+    region = ids[components[tuple(nearest)]]
+    region[distance > radius] = 0
+    return np.stack([ids[components], region])
+
+
 def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``(seed, step, batch_size, patches_per_head[, small_lesion_weight])`` -> image
+    """Batch ``(seed, step, batch_size, patches_per_head[, small_lesion_weight[, blob_loss]])``
+    -> image
     ``(batch, channels, x, y, z)`` and masks ``(batch, targets, x, y, z)`` arrays
     (channels-first) as float32; a pure function of its arguments. Generators that can cut
     several patches from one rendered head (``samples``) do so ``patches_per_head`` at a time.
     A ``small_lesion_weight`` > 0 appends one more mask channel: the voxel weights of
-    :func:`small_lesion_weights` for the first target (lesions), which the loss reads."""
+    :func:`small_lesion_weights` for the first target (lesions), which the loss reads; a true
+    ``blob_loss`` appends the lesions' instance ids and neighbourhoods
+    (:func:`lesion_instances`) for
+    :func:`~bids_dl.training.losses.blob_dice_bce_loss`."""
     seed, step, batch_size, per_head = args[:4]
     small_lesion_weight = args[4] if len(args) > 4 else 0.0
+    blob_loss = bool(args[5]) if len(args) > 5 else False
     samples = []
     if per_head > 1 and hasattr(_HEADS, "samples"):
         head = 0
@@ -79,6 +104,11 @@ def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     if small_lesion_weight > 0:
         weights = np.stack([small_lesion_weights(m[0], small_lesion_weight) for m in masks])
         masks = np.concatenate([masks, weights[:, None]], axis=1)
+    if blob_loss:
+        from .losses import BLOB_RADIUS, MAX_BLOBS
+
+        instances = np.stack([lesion_instances(m[0], MAX_BLOBS, BLOB_RADIUS) for m in masks])
+        masks = np.concatenate([masks, instances], axis=1)
     return images, masks
 
 
@@ -88,15 +118,17 @@ class BatchStream:
 
     def __init__(self, heads: SyntheticHeads, seed: int, start: int, stop: int,
                  batch_size: int = 1, workers: int = 1, prefetch: int = 3,
-                 patches_per_head: int = 1, small_lesion_weight: float = 0.0):
+                 patches_per_head: int = 1, small_lesion_weight: float = 0.0,
+                 blob_loss: bool = False):
         self.heads, self.seed, self.patches_per_head = heads, seed, patches_per_head
-        self.small_lesion_weight = small_lesion_weight
+        self.small_lesion_weight, self.blob_loss = small_lesion_weight, blob_loss
         self.start, self.stop, self.batch_size, self.workers = start, stop, batch_size, workers
         self.prefetch = max(prefetch, workers)
 
     def __iter__(self):
         jobs = [(self.seed, step, self.batch_size, self.patches_per_head,
-                 self.small_lesion_weight) for step in range(self.start, self.stop)]
+                 self.small_lesion_weight, self.blob_loss)
+                for step in range(self.start, self.stop)]
         if self.workers <= 0:
             _init_worker(self.heads)
             yield from map(make_batch, jobs)

@@ -48,6 +48,44 @@ def channelwise_dice_bce_loss(y_true, y_pred):
     return ops.ones_like(y_pred[:, 0, 0, 0, 0]) * loss
 
 
+#: Lesions of a patch scored one by one in :func:`blob_dice_bce_loss` (the smallest first;
+#: any more are left out of the per-lesion term)
+MAX_BLOBS = 16
+#: Neighbourhood (voxels) around a lesion where its per-lesion Dice is scored
+BLOB_RADIUS = 5.0
+#: Weight of the per-lesion term in :func:`blob_dice_bce_loss`
+BLOB_WEIGHT = 1.0
+
+
+@keras.saving.register_keras_serializable(package="bids_dl")
+def blob_dice_bce_loss(y_true, y_pred):
+    """:func:`channelwise_dice_bce_loss` plus :data:`BLOB_WEIGHT` x the mean soft Dice loss
+    of each lesion on its own (after Kofler et al.'s "blob loss"): for lesion ``i`` of a
+    patch, Dice between its voxels and the lesion prediction in its neighbourhood (voxels
+    within :data:`BLOB_RADIUS` nearer to it than to any other lesion), so a 10 mm³ lesion
+    weighs as much as a confluent one and a halo of false positives around it counts
+    against it. ``y_true`` carries two channels more than ``y_pred``: the lesions' instance
+    ids and neighbourhoods (:func:`bids_dl.training.data.lesion_instances`); channels-first
+    ``(batch, channels, x, y, z)``."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    targets, instances, regions = y_true[:, :-2], y_true[:, -2], y_true[:, -1]
+    base = channelwise_dice_bce_loss(targets, y_pred)
+    lesion = y_pred[:, 0]
+    axes = tuple(range(1, len(lesion.shape)))
+    total, count = 0.0, 0.0
+    for blob_id in range(1, MAX_BLOBS + 1):
+        blob = ops.cast(ops.equal(instances, float(blob_id)), y_pred.dtype)
+        near = lesion * ops.cast(ops.equal(regions, float(blob_id)), y_pred.dtype)
+        size = ops.sum(blob, axis=axes)
+        overlap = ops.sum(blob * near, axis=axes)
+        dice = 1.0 - (2.0 * overlap + 1.0) / (size + ops.sum(near, axis=axes) + 1.0)
+        present = ops.cast(size > 0, y_pred.dtype)
+        total = total + ops.sum(dice * present)
+        count = count + ops.sum(present)
+    blobs = total / ops.maximum(count, 1.0)
+    return base + BLOB_WEIGHT * ops.ones_like(y_pred[:, 0, 0, 0, 0]) * blobs
+
 SSIM_WINDOW = 7  # voxels (cubic, uniform) of the local SSIM statistics
 SSIM_RANGE = 2.0  # dynamic range L of the targets (MR: x white matter; CT: HU / 1000)
 

@@ -52,6 +52,9 @@ class Recipe:
     #: Lesion segmentation: > 0 weighs the cross-entropy of each small lesion's voxels by
     #: (SMALL_LESION_REFERENCE / its voxels)^0.5, capped at this value (0: every voxel 1)
     small_lesion_weight: float = 0.0
+    #: Lesion segmentation: add the per-lesion Dice term of
+    #: :func:`~bids_dl.training.losses.blob_dice_bce_loss` (every lesion counts alike)
+    blob_loss: bool = False
     #: Lesion segmentation: the model grid's spacing in mm (None: the default 1.5 mm,
     #: :data:`bids_dl.models.grid.LESION_SPACING`); the card records it and inference uses it
     grid_spacing: float | None = None
@@ -242,7 +245,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             print(f"lesion branch: {copied} layers from {recipe.lesion_branch_from}",
                   flush=True)
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
-                      loss=losses.LOSSES[recipe.task])
+                      loss=losses.blob_dice_bce_loss if recipe.blob_loss
+                      else losses.LOSSES[recipe.task])
     progress = keras.utils.Progbar(recipe.total_steps, verbose=verbose,
                                    stateful_metrics=["lr", "phase"])
     progress.update(start)
@@ -263,7 +267,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
                              recipe.batch_size, workers,
                              patches_per_head=recipe.patches_per_head if patch and not pooled
-                             else 1, small_lesion_weight=recipe.small_lesion_weight)
+                             else 1, small_lesion_weight=recipe.small_lesion_weight,
+                             blob_loss=recipe.blob_loss)
         tic = time.time()
         for step, (images, masks) in enumerate(stream, start=max(start, phase_start)):
             rate = recipe.learning_rate_at(step)
