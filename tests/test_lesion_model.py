@@ -26,9 +26,11 @@ MAX_LESION_FREE_ML = 0.5
 
 def _segment(flair, t1w):
     """The mask of the shipped path, checked to be the card's threshold calibrated for these
-    inputs applied to the probability map (small components removed)."""
+    inputs applied to the probability map (small components and those below the card's
+    minimum peak probability removed)."""
     from bids_dl.models.lesion_segmentation import (
         MIN_LESION_MM3,
+        card_min_peak,
         card_threshold,
         input_set,
         remove_small,
@@ -37,11 +39,13 @@ def _segment(flair, t1w):
     from bids_dl.models.registry import get_entry
 
     result = segment_lesions(flair, t1w, device="cpu")
-    threshold = card_threshold(get_entry("lesion-segmentation").read_card(),
-                               input_set(flair is not None, t1w is not None))
-    assert result.threshold == threshold
+    card = get_entry("lesion-segmentation").read_card()
+    inputs = input_set(flair is not None, t1w is not None)
+    threshold = card_threshold(card, inputs)
+    assert result.threshold == threshold and result.min_peak == card_min_peak(card, inputs)
     probability = np.asarray(result.probseg.dataobj)
-    expected = remove_small(probability > threshold, result.mask.affine, MIN_LESION_MM3)
+    expected = remove_small(probability > threshold, result.mask.affine, MIN_LESION_MM3,
+                            probability, result.min_peak)
     mask = np.asarray(result.mask.dataobj) > 0
     assert np.array_equal(mask, expected)
     return mask
@@ -76,6 +80,7 @@ def test_synthetic_flair_reading_averages_with_the_t1w_alone(labels_dir, tmp_pat
         MIN_LESION_MM3,
         SYNTHETIC_FLAIR_READING,
         SYNTHETIC_FLAIR_SET,
+        card_min_peak,
         card_threshold,
         remove_small,
         segment_lesions,
@@ -111,5 +116,8 @@ def test_synthetic_flair_reading_averages_with_the_t1w_alone(labels_dir, tmp_pat
                                SYNTHETIC_FLAIR_SET)
     assert combined.threshold == threshold and combined.reading == SYNTHETIC_FLAIR_READING
     assert combined.registration is None
-    expected = remove_small(probability(combined) > threshold, flair.affine, MIN_LESION_MM3)
+    assert combined.min_peak == card_min_peak(get_entry("lesion-segmentation").read_card(),
+                                              SYNTHETIC_FLAIR_SET)
+    expected = remove_small(probability(combined) > threshold, flair.affine, MIN_LESION_MM3,
+                            probability(combined), combined.min_peak)
     assert np.array_equal(np.asarray(combined.mask.dataobj) > 0, expected)

@@ -50,6 +50,26 @@ def test_remove_small_counts_mm3():
     kept = remove_small(mask, np.diag([1, 1, 1, 1.0]), 10)
     assert kept.sum() == 27
     assert remove_small(mask, np.diag([1, 1, 2, 1.0]), 10).sum() == 35
+    probability = np.where(mask, 0.6, 0.0)
+    probability[11, 11, 11] = 0.85  # the larger lesion's peak
+    assert remove_small(mask, np.diag([1, 1, 2, 1.0]), 10, probability, 0.8).sum() == 27
+    assert remove_small(mask, np.diag([1, 1, 2, 1.0]), 10, probability, 0.9).sum() == 0
+    assert remove_small(mask, np.diag([1, 1, 2, 1.0]), 10, probability, 0.0).sum() == 35
+
+
+def test_min_peak_is_chosen_for_lesion_f1_without_losing_dice():
+    """The confidence filter with the best F1 wins unless it costs more than the Dice
+    tolerance or adds lesion-free volume; ties go to the weaker filter."""
+    from bids_dl.training.calibrate_lesions import DICE_TOLERANCE, choose_min_peak
+
+    def row(peak, dice, f1, free=0.1):
+        return {"min_peak": peak, "dice": dice, "f1": f1, "lesion_free_ml": free}
+
+    rows = [row(0.0, 0.77, 0.69), row(0.6, 0.77, 0.72), row(0.8, 0.77, 0.75),
+            row(0.9, 0.77 - 2 * DICE_TOLERANCE, 0.80)]
+    assert choose_min_peak(rows) == 0.8
+    assert choose_min_peak([row(0.0, 0.7, 0.7), row(0.7, 0.7, 0.7)]) == 0.0
+    assert choose_min_peak([row(0.0, 0.7, 0.7), row(0.7, 0.7, 0.8, free=0.2)]) == 0.0
 
 
 def _image(relpath: str, suffix: str, **entities) -> AnatImage:
@@ -135,6 +155,10 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
             for row in result["per_input"]["FLAIR+T1w"]["per_threshold"]}
     assert result["threshold"] == 0.55
     assert result["thresholds"] == {"FLAIR+T1w": 0.55, "FLAIR": 0.65, "T1w": 0.55}
+    assert result["min_peaks"] == {"FLAIR+T1w": 0.0, "FLAIR": 0.0, "T1w": 0.0}  # all perfect
+    peak_rows = result["per_input"]["FLAIR+T1w"]["per_min_peak"]
+    assert [r["min_peak"] for r in peak_rows] == list(calibrate_lesions.MIN_PEAKS)
+    assert peak_rows[1]["dice"] == 1.0 and peak_rows[-1]["dice"] == 0.0  # 0.6 kept, 0.9 not
     assert rows[0.4]["dice"] == rows[0.55]["dice"] == 1.0
     assert rows[0.35]["dice"] < 0.9 and rows[0.6]["dice"] == 0.0
     assert all(row["lesion_free_ml"] == 0.0 for row in rows.values())
@@ -223,6 +247,11 @@ def test_methods_text_states_the_thresholds_inference_uses():
         {"lesion-segmentation": single}, ["FLAIR"])
     assert card_threshold({}, "T1w") == 0.5
     assert "synthesised from its T1w" not in text
+    assert "peak probability" not in text  # no confidence filter in this card
+    filtered = {**card, "min_peaks": {"FLAIR+T1w": 0.8, "FLAIR": 0.7}}
+    assert ("smaller than 10 mm3 or whose peak probability was below 0.80 (FLAIR + T1w), "
+            "0.70 (FLAIR alone), 0.00 (T1w alone) were removed") in methods_text(
+        {"lesion-segmentation": filtered}, ["FLAIR"])
     synthetic = {**card, "thresholds": {**card["thresholds"], "synthetic FLAIR+T1w": 0.4}}
     text = methods_text({"lesion-segmentation": synthetic, "contrast-synthesis": {}}, ["T1w"])
     assert ("mean of the model's outputs for the synthetic FLAIR + T1w and for the T1w alone, "

@@ -65,6 +65,8 @@ class LesionSegmentation(SimpleInterface):
             out_table=str(table),
             metadata={"Model": result.model, "Device": result.device,
                       "Threshold": result.threshold,
+                      **({"MinimumPeakProbability": result.min_peak}
+                         if result.min_peak else {}),
                       "Inputs": sorted(result.inputs), "Registration": result.registration,
                       **({"SyntheticInputs": synthetic} if synthetic else {}),
                       **({"ProbabilityReading": result.reading} if result.reading else {}),

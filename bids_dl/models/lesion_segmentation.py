@@ -83,6 +83,7 @@ class LesionResult:
     device: str
     model: dict
     threshold: float = THRESHOLD
+    min_peak: float = 0.0  # lesions whose peak probability is below it were dropped
     warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     reading: str | None = None  # how the probability was made, when not one model pass
@@ -203,14 +204,20 @@ def grid_structures(outputs: np.ndarray, grid_affine: np.ndarray, affine: np.nda
     return structures
 
 
-def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float) -> np.ndarray:
-    """``mask`` without 26-connected components smaller than ``min_mm3``."""
+def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float,
+                 probability: np.ndarray | None = None, min_peak: float = 0.0) -> np.ndarray:
+    """``mask`` without 26-connected components smaller than ``min_mm3`` and, with
+    ``probability`` (same grid), without those whose peak probability is below
+    ``min_peak`` (the lesion-wise confidence the card calibrates, :func:`card_min_peak`)."""
     labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
     if not count:
         return mask
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
     sizes = np.bincount(labels.ravel()) * voxel_mm3
     keep = sizes >= min_mm3
+    if probability is not None and min_peak > 0:
+        peaks = ndimage.maximum(probability, labels, np.arange(count + 1))
+        keep &= np.asarray(peaks) >= min_peak
     keep[0] = False
     return keep[labels]
 
@@ -230,6 +237,12 @@ def card_threshold(card: dict, inputs: str) -> float:
     :data:`INPUT_SETS` or :data:`SYNTHETIC_FLAIR_SET`): ``thresholds[inputs]``, else its single
     ``threshold``, else 0.5."""
     return float(card.get("thresholds", {}).get(inputs, card.get("threshold", THRESHOLD)))
+
+
+def card_min_peak(card: dict, inputs: str) -> float:
+    """The peak probability a lesion must reach to be kept, as a model card calibrated it for
+    ``inputs`` (``min_peaks[inputs]``; 0: every component above the threshold is kept)."""
+    return float(card.get("min_peaks", {}).get(inputs, 0.0))
 
 
 def card_grid_spacing(card: dict) -> float:
@@ -294,9 +307,10 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     brain = reference_brain(ref_image, brain_mask)
     timings["brain_mask"] = time.perf_counter() - tic
     model, card = model_or_shipped(TASK, model)
+    inputs = input_set("FLAIR" in loaded, "T1w" in loaded, synthetic_flair)
     if threshold is None:
-        threshold = card_threshold(card, input_set("FLAIR" in loaded, "T1w" in loaded,
-                                                   synthetic_flair))
+        threshold = card_threshold(card, inputs)
+    min_peak = card_min_peak(card, inputs)
     used = device_in_use(device)
     spacing = card_grid_spacing(card) if grid_spacing is None else float(grid_spacing)
     engine = InferenceEngine(model, GridSpec(lesion_grid_shape(spacing), spacing))
@@ -324,7 +338,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     outputs[..., 0] *= search
     probability = np.clip(engine.to_native(outputs[..., 0], grid_affine, ref_data.shape,
                                            ref_image.affine), 0, 1)
-    mask = remove_small(probability > threshold, ref_image.affine, MIN_LESION_MM3)
+    mask = remove_small(probability > threshold, ref_image.affine, MIN_LESION_MM3,
+                        probability, min_peak)
     rows = lesion_table(probability, mask, ref_image.affine,
                         structures=grid_structures(outputs, grid_affine, ref_image.affine))
     voxel_ml = abs(float(np.linalg.det(ref_image.affine[:3, :3]))) / 1000
@@ -342,5 +357,5 @@ def segment_lesions(flair: str | os.PathLike | None = None,
         registration=registration, device=used,
         model={"name": card.get("name", TASK), "version": card.get("version"),
                "sha256": card.get("sha256"), "grid_spacing_mm": spacing},
-        threshold=threshold, warnings=warnings, timings=timings,
+        threshold=threshold, min_peak=min_peak, warnings=warnings, timings=timings,
         reading=SYNTHETIC_FLAIR_READING if synthetic_flair else None)

@@ -72,7 +72,7 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "and for their left-right mirror images); lesion probabilities outside the "
             "dilated brain mask were set to 0, resampled onto the FLAIR's grid (the T1w's when "
             f"alone), thresholded at {_lesion_thresholds(card)}, and lesions smaller than "
-            "10 mm3 were removed. Each "
+            f"10 mm3{_lesion_peaks(card)} were removed. Each "
             "lesion was classed as infratentorial, periventricular (within 3 mm of the "
             "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
             "model's own ventricle, cortex and infratentorial outputs."
@@ -112,6 +112,18 @@ def _synthetic_flair_reading(card: dict) -> str:
             "probability was the mean of the model's outputs for the synthetic FLAIR + T1w "
             "and for the T1w alone, thresholded at "
             f"{card_threshold(card, SYNTHETIC_FLAIR_SET):.2f}.")
+
+
+def _lesion_peaks(card: dict) -> str:
+    """The card's lesion-wise confidence filter in words ('' when it has none)."""
+    from ..models.lesion_segmentation import INPUT_SETS, card_min_peak
+
+    values = {inputs: card_min_peak(card, inputs) for inputs in INPUT_SETS}
+    if not any(values.values()):
+        return ""
+    words = {"FLAIR+T1w": "FLAIR + T1w", "FLAIR": "FLAIR alone", "T1w": "T1w alone"}
+    listed = ", ".join(f"{value:.2f} ({words[inputs]})" for inputs, value in values.items())
+    return f" or whose peak probability was below {listed}"
 
 
 def _lesion_thresholds(card: dict) -> str:

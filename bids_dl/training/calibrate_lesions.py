@@ -9,7 +9,9 @@ combination, the highest threshold whose mean voxel Dice is within ``DICE_TOLERA
 best (where Dice hardly changes: fewer false positives) among those that leave at most
 ``FALSE_POSITIVE_BUDGET_ML`` in the lesion-free validation head is stored in the model card
 (``"thresholds"``; ``"threshold"`` is the FLAIR + T1w one), which inference uses unless
-``--threshold`` is given.
+``--threshold`` is given. At that threshold a lesion-wise confidence filter is chosen the same
+way (``"min_peaks"``, :func:`choose_min_peak`): lesions whose peak probability stays below it
+are dropped.
 
 ``--synthetic-flair`` calibrates, the same way, the threshold for a FLAIR synthesised from the
 T1w by the shipped contrast-synthesis model (``"synthetic FLAIR+T1w"``: the mean of the
@@ -49,6 +51,9 @@ DICE_TOLERANCE = 0.01
 #: one keeps within it.
 FALSE_POSITIVE_BUDGET_ML = 0.5
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.2, 0.86, 0.05))
+#: Candidate lesion-wise confidence filters: a lesion (component above the threshold) is
+#: kept only when its peak probability reaches this (0: no filter)
+MIN_PEAKS = (0.0, 0.6, 0.7, 0.8, 0.9)
 #: ``(flair_path or None, t1w_path or None) -> lesion probability`` on the reference grid
 #: (the FLAIR's, the T1w's when alone; one grid here).
 ProbabilityFn = Callable[[str | None, str | None], np.ndarray]
@@ -67,6 +72,19 @@ def choose_threshold(mean_dice: dict[float, float], lesion_free_ml: dict[float, 
         feasible = [t for t in mean_dice if lesion_free_ml[t] == fewest]
     top = max(mean_dice[t] for t in feasible)
     return max(t for t in feasible if mean_dice[t] >= top - DICE_TOLERANCE)
+
+
+def choose_min_peak(rows: list[dict]) -> float:
+    """The lesion-wise confidence filter to store, from ``rows`` (one per candidate
+    ``min_peak`` at the chosen threshold, the first without a filter: ``dice``, ``f1``,
+    ``lesion_free_ml``): the one with the best mean lesion F1 among those whose Dice is within
+    :data:`DICE_TOLERANCE` of the unfiltered Dice and whose lesion-free volume is no larger
+    than the unfiltered one's (ties: the weaker filter)."""
+    plain = rows[0]
+    allowed = [r for r in rows if r["dice"] >= plain["dice"] - DICE_TOLERANCE
+               and (r["lesion_free_ml"] or 0.0) <= (plain["lesion_free_ml"] or 0.0)]
+    best = max(r["f1"] for r in allowed)
+    return min(r["min_peak"] for r in allowed if r["f1"] == best)
 
 
 def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int = 3,
@@ -89,6 +107,7 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
     dice = {(inputs, t): [] for inputs in input_sets for t in thresholds}
     f1 = {(inputs, t): [] for inputs in input_sets for t in thresholds}
     free_ml: dict[tuple[str, float], float] = {}
+    kept: dict[str, list] = {inputs: [] for inputs in input_sets}  # (values, truth, affine)
     used = set()
     for case in range(cases + 1):
         index = (case * 5) % len(maps)  # spread over the template families
@@ -114,6 +133,7 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
                     with_flair, with_t1w = MODES[inputs]
                     values = probability(paths["FLAIR"] if with_flair else None,
                                          paths["T1w"] if with_t1w else None)
+                kept[inputs].append((values, truth if count else None, flair.affine))
                 for threshold in thresholds:
                     mask = remove_small(values > threshold, flair.affine, MIN_LESION_MM3)
                     if count == 0:
@@ -126,15 +146,19 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
     per_input = {}
     for inputs in input_sets:
         mean_dice = {t: round(float(np.mean(dice[inputs, t])), 4) for t in thresholds}
+        chosen = choose_threshold(mean_dice, {t: free_ml.get((inputs, t), 0.0)
+                                              for t in thresholds})
+        peak_rows = [_peak_row(kept[inputs], chosen, peak) for peak in MIN_PEAKS]
         per_input[inputs] = {
-            "threshold": choose_threshold(mean_dice, {t: free_ml.get((inputs, t), 0.0)
-                                                      for t in thresholds}),
+            "threshold": chosen, "min_peak": choose_min_peak(peak_rows),
             "per_threshold": [{"threshold": t, "dice": mean_dice[t],
                                "f1": round(float(np.mean(f1[inputs, t])), 4),
                                "lesion_free_ml": free_ml.get((inputs, t))}
-                              for t in thresholds]}
+                              for t in thresholds],
+            "per_min_peak": peak_rows}
     return {"threshold": per_input[input_sets[0]]["threshold"],
             "thresholds": {inputs: per_input[inputs]["threshold"] for inputs in input_sets},
+            "min_peaks": {inputs: per_input[inputs]["min_peak"] for inputs in input_sets},
             "cases": cases, "label_maps": sorted(used),
             "seeds": f"render_case seeds {VALIDATION_SEED}-{VALIDATION_SEED + cases}",
             "perivascular_spaces_per_head": VALIDATION_PERIVASCULAR_SPACES,
@@ -145,6 +169,26 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
                          f"none does: then the one that leaves least), the highest with a mean "
                          f"voxel Dice within {DICE_TOLERANCE} of the best of them",
             "per_input": per_input}
+
+
+def _peak_row(heads: list, threshold: float, min_peak: float) -> dict:
+    """Mean Dice and F1 over the lesion heads and the lesion-free head's ml of ``heads``
+    (``(probability, truth or None, affine)``) at ``threshold`` with the confidence filter
+    ``min_peak``."""
+    from ..models.lesion_segmentation import MIN_LESION_MM3, remove_small
+
+    dice, f1, free = [], [], None
+    for values, truth, affine in heads:
+        mask = remove_small(values > threshold, affine, MIN_LESION_MM3, values, min_peak)
+        voxel = abs(float(np.linalg.det(affine[:3, :3])))
+        if truth is None:
+            free = round(float(mask.sum()) * voxel / 1000, 3)
+            continue
+        metrics = lesion_metrics(mask, truth, voxel)
+        dice.append(metrics["dice"])
+        f1.append(metrics["f1"])
+    return {"min_peak": min_peak, "dice": round(float(np.mean(dice)), 4),
+            "f1": round(float(np.mean(f1)), 4), "lesion_free_ml": free}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,17 +236,24 @@ def main(argv: list[str] | None = None) -> int:
         for row in calibration["per_threshold"]:
             print(f"| {row['threshold']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
                   f"{row['lesion_free_ml']} |")
-        print(f"\nchosen for {inputs}: {calibration['threshold']:.2f}")
+        print(f"\nchosen for {inputs}: {calibration['threshold']:.2f}\n\n"
+              "| min peak | Dice | lesion F1 | lesion-free ml |\n|---|---|---|---|")
+        for row in calibration["per_min_peak"]:
+            print(f"| {row['min_peak']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
+                  f"{row['lesion_free_ml']} |")
+        print(f"\nchosen minimum peak for {inputs}: {calibration['min_peak']:.2f}")
     print(f"\n({result['criterion']})")
     if args.write_card:
         entry = get_entry("lesion-segmentation")
         card = entry.read_card()
         if args.synthetic_flair:
             card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
+            card["min_peaks"] = {**card.get("min_peaks", {}), **result["min_peaks"]}
             card["synthetic_flair_calibration"] = result
         else:  # keeps a calibrated synthetic-FLAIR threshold
             card["threshold"] = result["threshold"]
             card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
+            card["min_peaks"] = {**card.get("min_peaks", {}), **result["min_peaks"]}
             card["threshold_calibration"] = result
         with atomic_path(entry.card_path) as tmp:
             Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
