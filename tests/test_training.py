@@ -261,7 +261,6 @@ def test_small_lesion_weights_and_weighted_loss(tmp_path):
                                                   for m in plain]))
 
 
-
 def test_lesion_instances_and_blob_loss(tmp_path):
     """Blob loss: the instance ids number the lesions smallest first and each neighbourhood
     holds its lesion's id; missing a 27-voxel lesion costs the blob loss far more than

@@ -101,12 +101,7 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
     if SYNTHETIC_FLAIR_SET in input_sets and not (synthesise_flair and synthetic_probability):
         raise ValueError(f"{SYNTHETIC_FLAIR_SET}: give synthesise_flair and "
                          "synthetic_probability")
-    from ..models.lesion_segmentation import MIN_LESION_MM3, remove_small
-
     maps, names = load_label_maps(labels_dir, "train")
-    dice = {(inputs, t): [] for inputs in input_sets for t in thresholds}
-    f1 = {(inputs, t): [] for inputs in input_sets for t in thresholds}
-    free_ml: dict[tuple[str, float], float] = {}
     kept: dict[str, list] = {inputs: [] for inputs in input_sets}  # (values, truth, affine)
     used = set()
     for case in range(cases + 1):
@@ -118,7 +113,6 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
                                            VALIDATION_SEED + case, count,
                                            perivascular_spaces=VALIDATION_PERIVASCULAR_SPACES,
                                            choroid_plexus=True)
-        voxel = abs(float(np.linalg.det(flair.affine[:3, :3])))
         with tempfile.TemporaryDirectory() as tmp:
             paths = {name: str(Path(tmp) / f"{name}.nii.gz") for name in ("FLAIR", "T1w")}
             nib.save(flair, paths["FLAIR"])
@@ -134,27 +128,17 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
                     values = probability(paths["FLAIR"] if with_flair else None,
                                          paths["T1w"] if with_t1w else None)
                 kept[inputs].append((values, truth if count else None, flair.affine))
-                for threshold in thresholds:
-                    mask = remove_small(values > threshold, flair.affine, MIN_LESION_MM3)
-                    if count == 0:
-                        free_ml[inputs, threshold] = round(float(mask.sum()) * voxel / 1000,
-                                                           3)
-                        continue
-                    metrics = lesion_metrics(mask, truth, voxel)
-                    dice[inputs, threshold].append(metrics["dice"])
-                    f1[inputs, threshold].append(metrics["f1"])
     per_input = {}
     for inputs in input_sets:
-        mean_dice = {t: round(float(np.mean(dice[inputs, t])), 4) for t in thresholds}
-        chosen = choose_threshold(mean_dice, {t: free_ml.get((inputs, t), 0.0)
-                                              for t in thresholds})
+        rows = {t: _peak_row(kept[inputs], t, 0.0) for t in thresholds}
+        chosen = choose_threshold({t: row["dice"] for t, row in rows.items()},
+                                  {t: row["lesion_free_ml"] or 0.0 for t, row in rows.items()})
         peak_rows = [_peak_row(kept[inputs], chosen, peak) for peak in MIN_PEAKS]
         per_input[inputs] = {
             "threshold": chosen, "min_peak": choose_min_peak(peak_rows),
-            "per_threshold": [{"threshold": t, "dice": mean_dice[t],
-                               "f1": round(float(np.mean(f1[inputs, t])), 4),
-                               "lesion_free_ml": free_ml.get((inputs, t))}
-                              for t in thresholds],
+            "per_threshold": [{"threshold": t, "dice": row["dice"], "f1": row["f1"],
+                               "lesion_free_ml": row["lesion_free_ml"]}
+                              for t, row in rows.items()],
             "per_min_peak": peak_rows}
     return {"threshold": per_input[input_sets[0]]["threshold"],
             "thresholds": {inputs: per_input[inputs]["threshold"] for inputs in input_sets},

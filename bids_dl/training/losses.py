@@ -86,6 +86,7 @@ def blob_dice_bce_loss(y_true, y_pred):
     blobs = total / ops.maximum(count, 1.0)
     return base + BLOB_WEIGHT * ops.ones_like(y_pred[:, 0, 0, 0, 0]) * blobs
 
+
 SSIM_WINDOW = 7  # voxels (cubic, uniform) of the local SSIM statistics
 SSIM_RANGE = 2.0  # dynamic range L of the targets (MR: x white matter; CT: HU / 1000)
 
