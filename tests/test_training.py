@@ -554,3 +554,79 @@ def test_lesion_grid_spacing_is_trained_recorded_and_used(labels_dir, train_head
     assert result.mask.shape == nib.load(str(flair)).shape
     with pytest.raises(ValueError, match="1.2 mm grid cannot be the lesion branch"):
         initialise_lesion_branch(None, models / "lesion_segmentation.keras")
+
+
+def test_pooled_lesion_heads_read_the_synthetic_flair(tmp_path):
+    """--synthetic-flair: each pooled lesion head gets a synthesis model's FLAIR of its own
+    T1w (normalised inside the brain, stored once: a second pass changes nothing), and a
+    FLAIR + T1w patch reads it as its FLAIR at the configured chance (1: always), while
+    FLAIR-alone patches keep the rendered FLAIR and every T1w is unchanged; off (0), the
+    patches are those of a pool without it."""
+    import nibabel as nib
+
+    from bids_dl.models.unet import build_unet
+    from bids_dl.synth.demo import LABELS_FILE
+    from bids_dl.synth.lesion_generator import crop_patch
+    from bids_dl.training.pool import PatchPool
+    from bids_dl.training.synthetic_inputs import add_synthetic_flairs, synthetic_flair
+    from bids_dl.training.train import make_heads
+
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+    with pytest.raises(ValueError, match="pooled"):
+        make_heads("lesion-segmentation", [labels], 32, synthetic_flair=0.5)
+    plain = PatchPool(make_heads("lesion-segmentation", [labels], None, pooled=True),
+                      tmp_path / "plain", 1, seed=6, patch=32)
+    heads = make_heads("lesion-segmentation", [labels], None, pooled=True, synthetic_flair=1.0)
+    folder = tmp_path / "pool"
+    PatchPool(heads, folder, 1, seed=6, patch=32)
+    model = build_unet(filters=(4, 8), in_channels=1, out_channels=3,
+                       final_activation="linear")
+    assert add_synthetic_flairs(folder, model) == 1
+    assert add_synthetic_flairs(folder, model) == 0
+    pool = PatchPool(heads, folder, 1, seed=6, patch=32)
+    whole = pool.entry(0)
+    assert whole.synthetic_flair.dtype == np.float16
+    expected = synthetic_flair(model, whole.image[1].astype(np.float32), whole.brain > 0)
+    assert np.allclose(whole.synthetic_flair, expected, atol=2e-3)
+    inside = whole.brain > 0
+    assert np.percentile(whole.synthetic_flair[inside], 99) == pytest.approx(1.0, abs=0.01)
+    assert not np.allclose(whole.synthetic_flair, whole.image[0], atol=0.05)
+    cases = set()
+    for step in range(40):
+        sample = pool.sample((6, step, 0))
+        assert sample.synthetic_flair is None
+        rng = np.random.default_rng((6, step, 0))
+        rng.integers(1)
+        full = crop_patch(whole, 32, rng, heads.config.p_patch_on_lesion)
+        present = heads.draw_inputs(rng)
+        if all(present):
+            rng.random()
+        flip = rng.random() < 0.5
+        mirror = (lambda a: np.flip(a, axis=0)) if flip else (lambda a: a)
+        cases.add(present)
+        if present[1]:
+            assert np.array_equal(sample.image[1], mirror(full.image[1].astype(np.float32)))
+        if present == (True, True):
+            assert np.array_equal(sample.image[0],
+                                  mirror(full.synthetic_flair.astype(np.float32)))
+        elif present[0]:
+            assert np.array_equal(sample.image[0], mirror(full.image[0].astype(np.float32)))
+    assert {(True, True), (True, False)} <= cases
+    heads.config.p_synthetic_flair = 0.0
+    for step in range(10):
+        ours, theirs = pool.sample((6, step, 0)), plain.sample((6, step, 0))
+        assert np.array_equal(ours.image, theirs.image)
+
+
+def test_synthetic_flair_option_needs_a_pool(labels_dir, tmp_path):
+    """bids-dl-train lesion-segmentation --synthetic-flair without --pool (or outside 0-1)
+    is refused before anything is trained."""
+    from bids_dl.training.cli import main
+
+    base = ["lesion-segmentation", "--labels", str(labels_dir), "--work-dir",
+            str(tmp_path / "run"), "--patch-steps", "1", "--steps", "0"]
+    with pytest.raises(SystemExit, match="--pool"):
+        main([*base, "--synthetic-flair", "0.3"])
+    with pytest.raises(SystemExit, match="--pool"):
+        main([*base, "--synthetic-flair", "1.5", "--pool", "2"])
+    assert not (tmp_path / "run").exists()

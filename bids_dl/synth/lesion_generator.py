@@ -60,6 +60,10 @@ class LesionConfig:
     #: True: a sample keeps both contrasts and each patch cut by ``LesionHeads.crop`` draws
     #: which to leave out (pooled training: a pre-rendered head serves every input case).
     leave_out_in_crop: bool = False
+    #: Pooled training: chance that a FLAIR + T1w patch of a head with a ``synthetic_flair``
+    #: reads that (the synthesis model's FLAIR from the T1w) as its FLAIR, so the model also
+    #: learns the synthetic-FLAIR input of ``--synthesize-missing``; 0: never
+    p_synthetic_flair: float = 0.0
     p_thick_flair: float = 0.5
     p_thick_t1w: float = 0.15
     patch: int | None = None  # cubic training patches of this many voxels (None: whole grid)
@@ -76,13 +80,16 @@ class LesionConfig:
 class LesionSample:
     """``image`` (channels-first float32 ``(2, x, y, z)``: FLAIR, T1w; a left-out contrast is
     zeros), ``mask`` (uint8 ``(4, x, y, z)``, :data:`TARGETS`), ``brain`` (uint8),
-    ``present`` (which contrasts)."""
+    ``present`` (which contrasts); ``synthetic_flair`` (``(x, y, z)``, normalised like the
+    FLAIR channel, or None): the synthesis model's FLAIR from the T1w, for pooled training
+    (:func:`~bids_dl.training.synthetic_inputs.add_synthetic_flairs`)."""
 
     image: np.ndarray
     mask: np.ndarray
     brain: np.ndarray
     present: tuple[bool, bool]
     affine: np.ndarray
+    synthetic_flair: np.ndarray | None = None
 
     def __post_init__(self):
         self.present = tuple(bool(v) for v in self.present)  # also from a stored array
@@ -101,11 +108,21 @@ class LesionHeads(HeadsWithLesions):
              ) -> LesionSample:
         """A training patch of a whole-grid ``sample`` (lesion-centred at the configured
         rate); with ``config.leave_out_in_crop`` a patch of a sample with both contrasts
-        leaves one out at the configured rates."""
-        cropped = crop_patch(sample, patch, rng, self.config.p_patch_on_lesion)
-        if self.config.leave_out_in_crop and all(sample.present):
-            cropped = leave_out(cropped, self.draw_inputs(rng))
-        return cropped
+        leaves one out at the configured rates, and a FLAIR + T1w patch reads the sample's
+        synthetic FLAIR instead of its FLAIR at ``config.p_synthetic_flair``. The patch
+        carries no ``synthetic_flair`` of its own."""
+        config = self.config
+        cropped = crop_patch(sample, patch, rng, config.p_patch_on_lesion)
+        if config.leave_out_in_crop and all(sample.present):
+            present = self.draw_inputs(rng)
+            if (config.p_synthetic_flair > 0 and all(present)
+                    and cropped.synthetic_flair is not None
+                    and rng.random() < config.p_synthetic_flair):
+                image = cropped.image.copy()
+                image[0] = cropped.synthetic_flair
+                cropped = replace(cropped, image=image)
+            cropped = leave_out(cropped, present)
+        return replace(cropped, synthetic_flair=None)
 
     def draw_inputs(self, rng: np.random.Generator) -> tuple[bool, bool]:
         """Which contrasts (FLAIR, T1w) a sample keeps: FLAIR alone, T1w alone or both, at
@@ -187,8 +204,9 @@ def crop_patch(sample: LesionSample, patch: int | None, rng: np.random.Generator
     pool = (lesion_voxels if len(lesion_voxels) and rng.random() < p_on_lesion
             else np.argwhere(sample.brain))
     box, affine = random_cube(pool, sample.brain.shape, patch, rng, sample.affine)
+    synthetic = None if sample.synthetic_flair is None else sample.synthetic_flair[box]
     return LesionSample(sample.image[(slice(None), *box)], sample.mask[(slice(None), *box)],
-                        sample.brain[box], sample.present, affine)
+                        sample.brain[box], sample.present, affine, synthetic)
 
 
 def leave_out(sample: LesionSample, present: tuple[bool, bool]) -> LesionSample:

@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--blob-loss", action="store_true",
                              help="add a per-lesion soft Dice term to the loss (each lesion "
                                   "counts alike, however small; Kofler et al.'s blob loss)")
+            sub.add_argument("--synthetic-flair", type=float, default=0.0, metavar="P",
+                             help="with --pool: a FLAIR + T1w patch reads the shipped "
+                                  "synthesis model's FLAIR of the head's T1w at this chance "
+                                  "(the input of --synthesize-missing; 0: never)")
             sub.add_argument("--grid-spacing", type=float, default=None, metavar="MM",
                              help="the model grid's spacing (default 1.5 mm; a finer grid resolves "
                                   "smaller lesions but has more voxels: 1.0 mm has 3.4x as "
@@ -131,7 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         small_lesion_weight=getattr(args, "small_lesion_weight", 0.0),
         grid_spacing=getattr(args, "grid_spacing", None),
         blob_loss=getattr(args, "blob_loss", False),
+        synthetic_flair=getattr(args, "synthetic_flair", 0.0),
     )
+    if recipe.synthetic_flair:
+        if not 0 < recipe.synthetic_flair <= 1 or not recipe.pool:
+            raise SystemExit("--synthetic-flair P needs 0 < P <= 1 and --pool N")
+        from ..models.registry import get_entry
+
+        recipe.synthetic_flair_model = get_entry("contrast-synthesis").read_card().get("sha256")
     if recipe.blob_loss and recipe.small_lesion_weight > 0:
         raise SystemExit("--blob-loss and --small-lesion-weight cannot be combined")
     if recipe.blob_loss:

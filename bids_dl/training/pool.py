@@ -28,6 +28,8 @@ def _render(args) -> None:
     (sample,) = heads.samples((seed, POOL_SEED + index), 1)
     arrays = {}
     for item in dataclasses.fields(sample):
+        if getattr(sample, item.name) is None:  # an optional array not made (yet)
+            continue
         value = np.asarray(getattr(sample, item.name))
         arrays[item.name] = value.astype(np.float16) if value.dtype == np.float32 else value
     with atomic_path(path) as tmp:

@@ -55,6 +55,11 @@ class Recipe:
     #: Lesion segmentation: add the per-lesion Dice term of
     #: :func:`~bids_dl.training.losses.blob_dice_bce_loss` (every lesion counts alike)
     blob_loss: bool = False
+    #: Lesion segmentation, pooled: chance that a FLAIR + T1w patch reads the shipped
+    #: synthesis model's FLAIR of the head's T1w instead of its FLAIR
+    #: (:mod:`bids_dl.training.synthetic_inputs`; 0: never)
+    synthetic_flair: float = 0.0
+    synthetic_flair_model: str | None = None  # its sha256 (the shipped one at training time)
     #: Lesion segmentation: the model grid's spacing in mm (None: the default 1.5 mm,
     #: :data:`bids_dl.models.grid.LESION_SPACING`); the card records it and inference uses it
     grid_spacing: float | None = None
@@ -182,16 +187,22 @@ def initialise_lesion_branch(model, path: Path, input_channel: int = 1) -> int:
 
 
 def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False,
-               patch_on_lesion: float | None = None, grid_spacing: float | None = None):
+               patch_on_lesion: float | None = None, grid_spacing: float | None = None,
+               synthetic_flair: float = 0.0):
     """The sample generator of ``task`` (``patch``: cubic patches; None: whole grid;
     ``pooled``: whole heads for a :class:`~bids_dl.training.pool.PatchPool`;
     ``patch_on_lesion``: the chance of a lesion-centred patch, None: the generator's;
-    ``grid_spacing``: lesion segmentation's grid spacing in mm, None: the default)."""
+    ``grid_spacing``: lesion segmentation's grid spacing in mm, None: the default;
+    ``synthetic_flair``: pooled lesion heads, the chance a FLAIR + T1w patch reads the
+    synthetic FLAIR)."""
     on_lesion = {} if patch_on_lesion is None else {"p_patch_on_lesion": patch_on_lesion}
+    if synthetic_flair and not (task == "lesion-segmentation" and pooled):
+        raise ValueError("--synthetic-flair is for pooled lesion segmentation (--pool N)")
     if task == "lesion-segmentation":
         from ..synth.lesion_generator import LesionConfig, LesionHeads, lesion_geometry
 
-        config = LesionConfig(patch=patch, leave_out_in_crop=pooled, **on_lesion)
+        config = LesionConfig(patch=patch, leave_out_in_crop=pooled,
+                              p_synthetic_flair=synthetic_flair, **on_lesion)
         if grid_spacing is not None:
             config = replace(config, geometry=lesion_geometry(config.geometry, grid_spacing))
         return LesionHeads(maps, config)
@@ -256,7 +267,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             continue
         pooled = bool(recipe.pool and patch)
         heads = make_heads(recipe.task, maps, None if pooled else patch, pooled,
-                           recipe.patch_on_lesion, recipe.grid_spacing)
+                           recipe.patch_on_lesion, recipe.grid_spacing,
+                           recipe.synthetic_flair if pooled else 0.0)
         if pooled:
             if recipe.task == "brain-extraction":
                 raise ValueError("--pool: brain extraction trains from fresh heads")
@@ -264,6 +276,10 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
 
             heads = PatchPool(heads, work_dir / "pool", recipe.pool, recipe.seed, patch,
                               workers=max(workers, 1))
+            if recipe.synthetic_flair:
+                from .synthetic_inputs import add_synthetic_flairs
+
+                add_synthetic_flairs(heads.folder)
         stream = BatchStream(heads, recipe.seed, max(start, phase_start), phase_stop,
                              recipe.batch_size, workers,
                              patches_per_head=recipe.patches_per_head if patch and not pooled
