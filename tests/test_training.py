@@ -560,8 +560,9 @@ def test_pooled_lesion_heads_read_the_synthetic_flair(tmp_path):
     """--synthetic-flair: each pooled lesion head gets a synthesis model's FLAIR of its own
     T1w (normalised inside the brain, stored once: a second pass changes nothing), and a
     FLAIR + T1w patch reads it as its FLAIR at the configured chance (1: always), while
-    FLAIR-alone patches keep the rendered FLAIR and every T1w is unchanged; off (0), the
-    patches are those of a pool without it."""
+    FLAIR-alone patches keep the rendered FLAIR and every T1w is unchanged; with
+    --blob-flair-only the per-lesion loss scores only the patches with an acquired FLAIR;
+    off (0), the patches are those of a pool without it."""
     import nibabel as nib
 
     from bids_dl.models.unet import build_unet
@@ -612,15 +613,36 @@ def test_pooled_lesion_heads_read_the_synthetic_flair(tmp_path):
         elif present[0]:
             assert np.array_equal(sample.image[0], mirror(full.image[0].astype(np.float32)))
     assert {(True, True), (True, False)} <= cases
+    # --blob-flair-only: the per-lesion term's channels are zeros in the patches without an
+    # acquired FLAIR (the synthetic FLAIR + T1w ones here, and T1w alone), kept elsewhere
+    from bids_dl.training import data
+
+    data._init_worker(pool)
+    scored = {True: 0, False: 0}
+    for step in range(12):
+        samples = [pool.sample((6, step, i)) for i in range(2)]
+        _, masks = data.make_batch((6, step, 2, 1, 0.0, True, True))
+        _, unfiltered = data.make_batch((6, step, 2, 1, 0.0, True, False))
+        for sample, mask, full in zip(samples, masks, unfiltered):
+            acquired = data.has_acquired_flair(sample)
+            assert acquired == (sample.present == (True, False))
+            assert sample.flair_is_synthetic == (sample.present == (True, True))
+            if acquired:
+                assert np.array_equal(mask[-2:], full[-2:])
+            else:
+                assert not mask[-2:].any()
+            scored[acquired] += int(full[-2].any())
+    assert scored[True] and scored[False]  # lesions in patches of both kinds
     heads.config.p_synthetic_flair = 0.0
     for step in range(10):
         ours, theirs = pool.sample((6, step, 0)), plain.sample((6, step, 0))
         assert np.array_equal(ours.image, theirs.image)
+        assert not ours.flair_is_synthetic
 
 
 def test_synthetic_flair_option_needs_a_pool(labels_dir, tmp_path):
-    """bids-dl-train lesion-segmentation --synthetic-flair without --pool (or outside 0-1)
-    is refused before anything is trained."""
+    """bids-dl-train lesion-segmentation --synthetic-flair without --pool (or outside 0-1),
+    and --blob-flair-only without --blob-loss, are refused before anything is trained."""
     from bids_dl.training.cli import main
 
     base = ["lesion-segmentation", "--labels", str(labels_dir), "--work-dir",
@@ -629,4 +651,6 @@ def test_synthetic_flair_option_needs_a_pool(labels_dir, tmp_path):
         main([*base, "--synthetic-flair", "0.3"])
     with pytest.raises(SystemExit, match="--pool"):
         main([*base, "--synthetic-flair", "1.5", "--pool", "2"])
+    with pytest.raises(SystemExit, match="--blob-loss"):
+        main([*base, "--blob-flair-only", "--pool", "2"])
     assert not (tmp_path / "run").exists()

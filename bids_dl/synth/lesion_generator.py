@@ -90,6 +90,8 @@ class LesionSample:
     present: tuple[bool, bool]
     affine: np.ndarray
     synthetic_flair: np.ndarray | None = None
+    #: True when the FLAIR channel holds the synthetic FLAIR (a pooled training patch)
+    flair_is_synthetic: bool = False
 
     def __post_init__(self):
         self.present = tuple(bool(v) for v in self.present)  # also from a stored array
@@ -120,7 +122,7 @@ class LesionHeads(HeadsWithLesions):
                     and rng.random() < config.p_synthetic_flair):
                 image = cropped.image.copy()
                 image[0] = cropped.synthetic_flair
-                cropped = replace(cropped, image=image)
+                cropped = replace(cropped, image=image, flair_is_synthetic=True)
             cropped = leave_out(cropped, present)
         return replace(cropped, synthetic_flair=None)
 

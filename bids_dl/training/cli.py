@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--blob-loss", action="store_true",
                              help="add a per-lesion soft Dice term to the loss (each lesion "
                                   "counts alike, however small; Kofler et al.'s blob loss)")
+            sub.add_argument("--blob-flair-only", action="store_true",
+                             help="with --blob-loss: score the per-lesion term only in patches "
+                                  "with an acquired FLAIR (not T1w alone or a synthetic FLAIR, "
+                                  "where small lesions do not show)")
             sub.add_argument("--synthetic-flair", type=float, default=0.0, metavar="P",
                              help="with --pool: a FLAIR + T1w patch reads the shipped "
                                   "synthesis model's FLAIR of the head's T1w at this chance "
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         small_lesion_weight=getattr(args, "small_lesion_weight", 0.0),
         grid_spacing=getattr(args, "grid_spacing", None),
         blob_loss=getattr(args, "blob_loss", False),
+        blob_flair_only=getattr(args, "blob_flair_only", False),
         synthetic_flair=getattr(args, "synthetic_flair", 0.0),
     )
     if recipe.synthetic_flair:
@@ -145,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         recipe.synthetic_flair_model = get_entry("contrast-synthesis").read_card().get("sha256")
     if recipe.blob_loss and recipe.small_lesion_weight > 0:
         raise SystemExit("--blob-loss and --small-lesion-weight cannot be combined")
+    if recipe.blob_flair_only and not recipe.blob_loss:
+        raise SystemExit("--blob-flair-only needs --blob-loss")
     if recipe.blob_loss:
         recipe.loss += "; plus the mean soft Dice of each lesion on its own (blob loss)"
+        if recipe.blob_flair_only:
+            recipe.loss += ", scored only in patches with an acquired FLAIR"
     if recipe.small_lesion_weight > 0:
         recipe.loss += (f"; small lesions' cross-entropy weighted by ({SMALL_LESION_REFERENCE} "
                         f"voxels / size)^0.5, at most {recipe.small_lesion_weight:g}")

@@ -75,8 +75,16 @@ def lesion_instances(lesions: np.ndarray, max_blobs: int, radius: float) -> np.n
     return np.stack([ids[components], region])
 
 
+def has_acquired_flair(sample) -> bool:
+    """Whether a lesion training sample's FLAIR channel holds an acquired (rendered) FLAIR:
+    present and not the synthesis model's FLAIR of its T1w."""
+    present = getattr(sample, "present", (True,))
+    return bool(present[0]) and not getattr(sample, "flair_is_synthetic", False)
+
+
 def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``(seed, step, batch_size, patches_per_head[, small_lesion_weight[, blob_loss]])``
+    """Batch ``(seed, step, batch_size, patches_per_head[, small_lesion_weight[, blob_loss[,
+    blob_flair_only]]])``
     -> image
     ``(batch, channels, x, y, z)`` and masks ``(batch, targets, x, y, z)`` arrays
     (channels-first) as float32; a pure function of its arguments. Generators that can cut
@@ -85,10 +93,13 @@ def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     :func:`small_lesion_weights` for the first target (lesions), which the loss reads; a true
     ``blob_loss`` appends the lesions' instance ids and neighbourhoods
     (:func:`lesion_instances`) for
-    :func:`~bids_dl.training.losses.blob_dice_bce_loss`."""
+    :func:`~bids_dl.training.losses.blob_dice_bce_loss`; with ``blob_flair_only`` they are
+    zeros (no lesion scored on its own) in patches without an acquired FLAIR (T1w alone, or
+    the synthetic FLAIR), whose small lesions the image cannot show."""
     seed, step, batch_size, per_head = args[:4]
     small_lesion_weight = args[4] if len(args) > 4 else 0.0
     blob_loss = bool(args[5]) if len(args) > 5 else False
+    blob_flair_only = bool(args[6]) if len(args) > 6 else False
     samples = []
     if per_head > 1 and hasattr(_HEADS, "samples"):
         head = 0
@@ -108,6 +119,10 @@ def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
         from .losses import BLOB_RADIUS, MAX_BLOBS
 
         instances = np.stack([lesion_instances(m[0], MAX_BLOBS, BLOB_RADIUS) for m in masks])
+        if blob_flair_only:
+            for sample, blobs in zip(samples, instances):
+                if not has_acquired_flair(sample):
+                    blobs[:] = 0
         masks = np.concatenate([masks, instances], axis=1)
     return images, masks
 
@@ -119,15 +134,16 @@ class BatchStream:
     def __init__(self, heads: SyntheticHeads, seed: int, start: int, stop: int,
                  batch_size: int = 1, workers: int = 1, prefetch: int = 3,
                  patches_per_head: int = 1, small_lesion_weight: float = 0.0,
-                 blob_loss: bool = False):
+                 blob_loss: bool = False, blob_flair_only: bool = False):
         self.heads, self.seed, self.patches_per_head = heads, seed, patches_per_head
         self.small_lesion_weight, self.blob_loss = small_lesion_weight, blob_loss
+        self.blob_flair_only = blob_flair_only
         self.start, self.stop, self.batch_size, self.workers = start, stop, batch_size, workers
         self.prefetch = max(prefetch, workers)
 
     def __iter__(self):
         jobs = [(self.seed, step, self.batch_size, self.patches_per_head,
-                 self.small_lesion_weight, self.blob_loss)
+                 self.small_lesion_weight, self.blob_loss, self.blob_flair_only)
                 for step in range(self.start, self.stop)]
         if self.workers <= 0:
             _init_worker(self.heads)
