@@ -34,7 +34,11 @@ def measure(labels_dir: Path, cases: int, entry) -> dict:
     import numpy as np
 
     from bids_dl.models.contrast_synthesis import synthesize
-    from bids_dl.models.lesion_segmentation import SYNTHETIC_FLAIR_READING, segment_lesions
+    from bids_dl.models.lesion_segmentation import (
+        SYNTHETIC_FLAIR_READINGS,
+        card_synthetic_reading,
+        segment_lesions,
+    )
     from bids_dl.models.registry import available, get_entry
     from bids_dl.training import evaluate_lesions, evaluate_synthesis
     from bids_dl.training.card import evaluate_synthesis_model
@@ -58,8 +62,9 @@ def measure(labels_dir: Path, cases: int, entry) -> dict:
 
         metrics["lesions_on_synthetic_flair"] = evaluate_lesions.synthetic_flair_dice_ratio(
             segment, synthesise_flair, labels_dir, max(2, cases * 3 // 4), segment_synthetic)
-        metrics["lesions_on_synthetic_flair"]["reading"] = SYNTHETIC_FLAIR_READING
         lesion_card = get_entry("lesion-segmentation").read_card()
+        metrics["lesions_on_synthetic_flair"]["reading"] = SYNTHETIC_FLAIR_READINGS[
+            card_synthetic_reading(lesion_card)]
         thresholds = ", ".join(f"{inputs} {value:.2f}"
                                for inputs, value in lesion_card.get("thresholds", {}).items())
         metrics["lesions_on_synthetic_flair"]["lesion_model"] = (

@@ -125,13 +125,15 @@ def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path,
     lesion = json.loads((anat / "sub-01_mod-T1w_desc-lesion_mask.json").read_text())
     assert lesion["SyntheticInputs"] == ["FLAIR"] and lesion["Inputs"] == ["FLAIR", "T1w"]
     from bids_dl.models.lesion_segmentation import (
-        SYNTHETIC_FLAIR_READING,
+        SYNTHETIC_FLAIR_READINGS,
         SYNTHETIC_FLAIR_SET,
+        card_synthetic_reading,
         card_threshold,
     )
 
     lesion_card = json.loads((all_models / "lesion_segmentation.json").read_text())
-    assert lesion["ProbabilityReading"] == SYNTHETIC_FLAIR_READING
+    reading = SYNTHETIC_FLAIR_READINGS[card_synthetic_reading(lesion_card)]
+    assert lesion["ProbabilityReading"] == reading
     assert lesion["Threshold"] == card_threshold(lesion_card, SYNTHETIC_FLAIR_SET)
     assert lesion["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
     brain = json.loads((anat / "sub-01_desc-brain_mask.json").read_text())
@@ -142,7 +144,7 @@ def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path,
     from markupsafe import escape  # as the report's template escapes text
 
     assert "<td>synthetic FLAIR + T1w</td>" in report
-    assert str(escape(SYNTHETIC_FLAIR_READING)) in report
+    assert str(escape(reading)) in report
     assert "Synthetic images (FLAIR, T2w and/or a pseudo-CT)" in report
 
 

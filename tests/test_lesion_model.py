@@ -68,19 +68,22 @@ def test_little_found_on_a_lesion_free_head(labels_dir):
     assert result["max_false_positive_ml"] <= MAX_LESION_FREE_ML, result
 
 
-def test_synthetic_flair_reading_averages_with_the_t1w_alone(labels_dir, tmp_path):
-    """With ``synthetic_flair`` the probability is the mean of the FLAIR + T1w reading and
-    the T1w-alone reading (same brain mask, so the same grid): twice it minus the T1w-alone
-    probability is a probability map that agrees with the plain FLAIR + T1w reading (which
-    registers the T1w first, so not to the bit); the card's synthetic-FLAIR threshold is
-    applied and no registration is run (a synthetic FLAIR is on its T1w's grid)."""
+def test_synthetic_flair_readings(labels_dir, tmp_path):
+    """With ``synthetic_flair`` the ``mean`` reading is the mean of the FLAIR + T1w reading
+    and the T1w-alone reading (same brain mask, so the same grid): twice it minus the
+    T1w-alone probability is a probability map that agrees with the plain FLAIR + T1w reading
+    (which registers the T1w first, so not to the bit); the ``joint`` reading agrees with that
+    plain reading itself; without ``synthetic_reading`` the card's reading is used; the card's
+    synthetic-FLAIR threshold is applied and no registration is run (a synthetic FLAIR is on
+    its T1w's grid)."""
     import nibabel as nib
 
     from bids_dl.models.lesion_segmentation import (
         MIN_LESION_MM3,
-        SYNTHETIC_FLAIR_READING,
+        SYNTHETIC_FLAIR_READINGS,
         SYNTHETIC_FLAIR_SET,
         card_min_peak,
+        card_synthetic_reading,
         card_threshold,
         remove_small,
         segment_lesions,
@@ -102,7 +105,11 @@ def test_synthetic_flair_reading_averages_with_the_t1w_alone(labels_dir, tmp_pat
         return np.asarray(result.probseg.dataobj, np.float64)
 
     combined = segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
-                               brain_mask=paths["brain"], synthetic_flair=True)
+                               brain_mask=paths["brain"], synthetic_flair=True,
+                               synthetic_reading="mean")
+    joint = segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
+                            brain_mask=paths["brain"], synthetic_flair=True,
+                            synthetic_reading="joint")
     alone = probability(segment_lesions(None, paths["T1w"], device="cpu",
                                         brain_mask=paths["brain"]))
     both = probability(segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
@@ -114,7 +121,19 @@ def test_synthetic_flair_reading_averages_with_the_t1w_alone(labels_dir, tmp_pat
     assert both[lesions].mean() > alone[lesions].mean() + 0.1  # the FLAIR matters here
     threshold = card_threshold(get_entry("lesion-segmentation").read_card(),
                                SYNTHETIC_FLAIR_SET)
-    assert combined.threshold == threshold and combined.reading == SYNTHETIC_FLAIR_READING
+    assert combined.threshold == threshold
+    assert combined.reading == SYNTHETIC_FLAIR_READINGS["mean"]
+    # the joint reading is the FLAIR + T1w reading alone (without the registration)
+    assert joint.reading == SYNTHETIC_FLAIR_READINGS["joint"]
+    assert np.abs(probability(joint) - both).mean() < 0.1 * np.abs(alone - both).mean()
+    card = get_entry("lesion-segmentation").read_card()
+    shipped = segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
+                              brain_mask=paths["brain"], synthetic_flair=True)
+    assert shipped.reading == SYNTHETIC_FLAIR_READINGS[card_synthetic_reading(card)]
+    assert np.array_equal(probability(shipped), probability(
+        joint if card_synthetic_reading(card) == "joint" else combined))
+    with pytest.raises(ValueError, match="synthetic_flair_reading"):
+        card_synthetic_reading({"synthetic_flair_reading": "median"})
     assert combined.registration is None
     assert combined.min_peak == card_min_peak(get_entry("lesion-segmentation").read_card(),
                                               SYNTHETIC_FLAIR_SET)

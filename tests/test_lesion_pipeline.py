@@ -173,8 +173,9 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
 def test_synthetic_flair_threshold_is_calibrated_on_flairs_made_from_the_t1w(labels_dir,
                                                                            monkeypatch):
     """The synthetic-FLAIR threshold comes from FLAIRs synthesised from each validation
-    head's T1w (on its grid) read with that T1w; the acquired FLAIR is not used; without a
-    synthesiser the calibration refuses to run."""
+    head's T1w (on its grid) read with that T1w; the acquired FLAIR is not used; given two
+    ways of reading them, each is calibrated and the one with the better Dice is kept;
+    without a synthesiser the calibration refuses to run."""
     from scipy import ndimage
 
     from bids_dl.models.lesion_segmentation import SYNTHETIC_FLAIR_SET
@@ -208,9 +209,48 @@ def test_synthetic_flair_threshold_is_calibrated_on_flairs_made_from_the_t1w(lab
         synthesise_flair=synthesise, synthetic_probability=synthetic_probability)
     assert result["thresholds"] == {SYNTHETIC_FLAIR_SET: 0.75}  # perfect on [0.3, 0.8)
     assert len(made) == 2 and made[0] == truths[0].shape
+    assert "synthetic_flair_reading" not in result
+
+    def blurred_reading(flair, t1w):  # half the lesion voxels missed at any threshold
+        values = synthetic_probability(flair, t1w)
+        values[::2] = np.minimum(values[::2], 0.1)
+        return values
+
+    truths.clear()
+    result = calibrate_lesions.calibrate_threshold(
+        no_plain_reading, labels_dir, cases=1, input_sets=(SYNTHETIC_FLAIR_SET,),
+        synthesise_flair=synthesise,
+        synthetic_probability={"mean": blurred_reading, "joint": synthetic_probability})
+    assert result["synthetic_flair_reading"] == "joint"
+    assert result["per_input"][SYNTHETIC_FLAIR_SET]["reading"] == "joint"
+    assert result["thresholds"] == {SYNTHETIC_FLAIR_SET: 0.75}
+    per_reading = result["per_reading"]
+    assert set(per_reading) == {"mean", "joint"}
+    assert max(r["dice"] for r in per_reading["mean"]["per_threshold"]) < 0.8
     with pytest.raises(ValueError, match="synthesise_flair"):
         calibrate_lesions.calibrate_threshold(no_plain_reading, labels_dir, cases=1,
                                               input_sets=(SYNTHETIC_FLAIR_SET,))
+
+
+def test_synthetic_reading_choice_keeps_the_false_positive_budget():
+    """The reading with the best Dice at its chosen threshold wins, unless it leaves more
+    than the budget in the lesion-free head while another keeps within it; ties: the
+    first."""
+    from bids_dl.training.calibrate_lesions import choose_reading
+
+    def calibration(dice, free):
+        return {"threshold": 0.5, "per_threshold": [
+            {"threshold": 0.4, "dice": 0.99, "f1": 0.9, "lesion_free_ml": 0.0},
+            {"threshold": 0.5, "dice": dice, "f1": 0.5, "lesion_free_ml": free}]}
+
+    assert choose_reading({"mean": calibration(0.60, 0.1),
+                           "joint": calibration(0.65, 0.2)}) == "joint"
+    assert choose_reading({"mean": calibration(0.60, 0.1),
+                           "joint": calibration(0.65, 0.9)}) == "mean"
+    assert choose_reading({"mean": calibration(0.60, 0.9),
+                           "joint": calibration(0.55, 0.8)}) == "mean"
+    assert choose_reading({"mean": calibration(0.60, 0.1),
+                           "joint": calibration(0.60, 0.1)}) == "mean"
 
 
 def test_threshold_choice_keeps_the_false_positive_budget():

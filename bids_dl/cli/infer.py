@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "threshold the model card calibrated for the inputs given, 0.5 without one)")
     lesions.add_argument("--synthetic-flair", action="store_true",
                          help="the FLAIR was synthesised from this T1w (bids-dl-infer "
-                         "contrast-synthesis --to FLAIR): the probability is the mean of the "
-                         "model's readings of both and of the T1w alone, at its own threshold")
+                         "contrast-synthesis --to FLAIR): read as the model card says "
+                         "(by default the mean of the model's readings of both and of the "
+                         "T1w alone), at its own threshold")
     lesions.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     synthesis = tasks.add_parser(
         "contrast-synthesis",

@@ -7,8 +7,9 @@ brain -> one U-Net (a missing contrast is a channel of zeros; averaged with its 
 left-right mirrored input) -> lesion probability restricted
 to the brain, resampled onto the reference grid -> mask and per-lesion table (volume, centroid,
 probabilities, location from the model's ventricle, cortex and infratentorial outputs).
-A FLAIR synthesised from the T1w is not registered, and its lesion probability is the mean of
-the U-Net's outputs with and without it (:data:`SYNTHETIC_FLAIR_READING`).
+A FLAIR synthesised from the T1w is not registered, and its lesion probability is read as the
+model card says (:data:`SYNTHETIC_FLAIR_READINGS`: by default the mean of the U-Net's outputs
+with and without it).
 """
 
 from __future__ import annotations
@@ -41,14 +42,23 @@ TASK = "lesion-segmentation"
 THRESHOLD = 0.5  # without a calibrated threshold in the model card
 #: The input combinations the model takes (a card calibrates a threshold for each).
 INPUT_SETS = ("FLAIR+T1w", "FLAIR", "T1w")
-#: A FLAIR synthesised from the T1w (``--synthesize-missing``) with that T1w: it carries no
-#: information the T1w lacks, so the lesion probability is the mean of the model's reading of
-#: both and of the T1w alone (6 held-out heads, session 14: Dice 0.681 against 0.622 for the
-#: FLAIR + T1w reading and 0.640 for the T1w alone; acquired FLAIR + T1w 0.855); its own
-#: calibrated threshold.
+#: A FLAIR synthesised from the T1w (``--synthesize-missing``) with that T1w: its own
+#: calibrated threshold and way of reading the probability (:data:`SYNTHETIC_FLAIR_READINGS`).
 SYNTHETIC_FLAIR_SET = "synthetic FLAIR+T1w"
-SYNTHETIC_FLAIR_READING = ("mean of the lesion model's probabilities for the synthetic FLAIR + "
-                           "T1w and for the T1w alone")
+#: How a synthetic FLAIR + T1w is read, by the card's ``"synthetic_flair_reading"``
+#: (:func:`card_synthetic_reading`). ``mean`` (the default): a synthetic FLAIR carries no
+#: information the T1w lacks, and a model trained on acquired FLAIRs trusts it too much, so
+#: its reading is averaged with the T1w-alone one (6 held-out heads, session 14: Dice 0.681
+#: against 0.622 for the FLAIR + T1w reading and 0.640 for the T1w alone; acquired 0.855).
+#: ``joint``: the FLAIR + T1w reading alone, for a model trained with synthetic FLAIRs among
+#: its inputs (``bids-dl-train lesion-segmentation --synthetic-flair P``); one tile pass.
+SYNTHETIC_FLAIR_READINGS = {
+    "mean": ("mean of the lesion model's probabilities for the synthetic FLAIR + T1w and for "
+             "the T1w alone"),
+    "joint": ("the lesion model's probability for the synthetic FLAIR + T1w (a model trained "
+              "with synthetic FLAIRs among its inputs)"),
+}
+DEFAULT_SYNTHETIC_READING = "mean"
 MIN_LESION_MM3 = 10.0
 TILE = 64  # the model was trained on 64³ patches of the 1.5 mm grid: it runs on such tiles
 TILE_OVERLAP = 0.05  # tiles over the brain's box overlap by >= 4 voxels: 2 per axis for
@@ -245,6 +255,16 @@ def card_min_peak(card: dict, inputs: str) -> float:
     return float(card.get("min_peaks", {}).get(inputs, 0.0))
 
 
+def card_synthetic_reading(card: dict) -> str:
+    """How a model card says a synthetic FLAIR + T1w is read: a key of
+    :data:`SYNTHETIC_FLAIR_READINGS` (``"synthetic_flair_reading"``; default ``mean``)."""
+    reading = card.get("synthetic_flair_reading", DEFAULT_SYNTHETIC_READING)
+    if reading not in SYNTHETIC_FLAIR_READINGS:
+        raise ValueError(f"model card: synthetic_flair_reading {reading!r} is not one of "
+                         f"{sorted(SYNTHETIC_FLAIR_READINGS)}")
+    return reading
+
+
 def card_grid_spacing(card: dict) -> float:
     """The lesion grid's spacing (mm) a model was trained on: its card's
     ``input.spacing_mm``, else :data:`~bids_dl.models.grid.LESION_SPACING`."""
@@ -260,7 +280,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
                     threshold: float | None = None, model=None,
                     brain_mask: str | os.PathLike | None = None,
                     synthetic_flair: bool = False,
-                    grid_spacing: float | None = None) -> LesionResult:
+                    grid_spacing: float | None = None,
+                    synthetic_reading: str | None = None) -> LesionResult:
     """Segment white-matter lesions; at least one of ``flair`` and ``t1w``; ``model``: a
     Keras model to use instead of the shipped one (evaluation of a candidate);
     ``grid_spacing``: the model grid's spacing in mm (default: the card's,
@@ -270,8 +291,10 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     ``brain_mask``: the reference image's brain mask when already known (e.g. from the
     brain-extraction task of the same run; same grid as the reference), else the
     brain-extraction model makes it; ``synthetic_flair``: the FLAIR was synthesised from this
-    T1w (on its grid, so not registered): the probability is :data:`SYNTHETIC_FLAIR_READING`,
-    thresholded at the card's :data:`SYNTHETIC_FLAIR_SET` threshold. Raises
+    T1w (on its grid, so not registered): the probability is read as the card says
+    (:func:`card_synthetic_reading`, or ``synthetic_reading``, a key of
+    :data:`SYNTHETIC_FLAIR_READINGS`) and thresholded at the card's :data:`SYNTHETIC_FLAIR_SET`
+    threshold. Raises
     :class:`InputImageError` for unusable input (before any model is loaded)."""
     if flair is None and t1w is None:
         raise InputImageError("lesion segmentation needs a FLAIR, a T1w or both")
@@ -329,7 +352,13 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     search = ndimage.binary_dilation(grid_brain, iterations=2)
     outputs = engine.predict_tiled(np.stack(channels, axis=-1), TILE, TILE_OVERLAP,
                                    where=search, mirror=MIRROR)
-    if synthetic_flair:  # the T1w-alone reading: the FLAIR channel left out (zeros)
+    reading = None
+    if synthetic_flair:
+        reading = synthetic_reading or card_synthetic_reading(card)
+        if reading not in SYNTHETIC_FLAIR_READINGS:
+            raise ValueError(f"synthetic_reading {reading!r} is not one of "
+                             f"{sorted(SYNTHETIC_FLAIR_READINGS)}")
+    if reading == "mean":  # the T1w-alone reading: the FLAIR channel left out (zeros)
         alone = engine.predict_tiled(np.stack([np.zeros_like(channels[1]), channels[1]], -1),
                                      TILE, TILE_OVERLAP, where=search, mirror=MIRROR)
         outputs[..., 0] = (outputs[..., 0] + alone[..., 0]) / 2
@@ -358,4 +387,4 @@ def segment_lesions(flair: str | os.PathLike | None = None,
         model={"name": card.get("name", TASK), "version": card.get("version"),
                "sha256": card.get("sha256"), "grid_spacing_mm": spacing},
         threshold=threshold, min_peak=min_peak, warnings=warnings, timings=timings,
-        reading=SYNTHETIC_FLAIR_READING if synthetic_flair else None)
+        reading=SYNTHETIC_FLAIR_READINGS[reading] if reading else None)

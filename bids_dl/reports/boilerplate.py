@@ -106,11 +106,20 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
 
 def _synthetic_flair_reading(card: dict) -> str:
     """How lesions were read from a FLAIR synthesised from the T1w (--synthesize-missing)."""
-    from ..models.lesion_segmentation import SYNTHETIC_FLAIR_SET, card_threshold
+    from ..models.lesion_segmentation import (
+        SYNTHETIC_FLAIR_SET,
+        card_synthetic_reading,
+        card_threshold,
+    )
 
+    if card_synthetic_reading(card) == "joint":
+        how = ("the model's output for the synthetic FLAIR + T1w (the model was trained with "
+               "synthetic FLAIRs among its inputs)")
+    else:
+        how = ("the mean of the model's outputs for the synthetic FLAIR + T1w and for the "
+               "T1w alone")
     return (" Where a session had no FLAIR and one was synthesised from its T1w, the lesion "
-            "probability was the mean of the model's outputs for the synthetic FLAIR + T1w "
-            "and for the T1w alone, thresholded at "
+            f"probability was {how}, thresholded at "
             f"{card_threshold(card, SYNTHETIC_FLAIR_SET):.2f}.")
 
 

@@ -14,10 +14,12 @@ way (``"min_peaks"``, :func:`choose_min_peak`): lesions whose peak probability s
 are dropped.
 
 ``--synthetic-flair`` calibrates, the same way, the threshold for a FLAIR synthesised from the
-T1w by the shipped contrast-synthesis model (``"synthetic FLAIR+T1w"``: the mean of the
-model's readings of synthetic FLAIR + T1w and of the T1w alone) and stores it beside the
-others with the synthesis model's sha256 (``"synthetic_flair_calibration"``): a new
-synthesis model needs it recalibrated.
+T1w by the shipped contrast-synthesis model (``"synthetic FLAIR+T1w"``) for each way of reading
+it (:data:`~bids_dl.models.lesion_segmentation.SYNTHETIC_FLAIR_READINGS`: the mean of the
+model's readings of synthetic FLAIR + T1w and of the T1w alone, or the joint reading alone),
+keeps the reading with the best Dice at its threshold (:func:`choose_reading`) and stores both
+beside the others with the synthesis model's sha256 (``"synthetic_flair_reading"``,
+``"synthetic_flair_calibration"``): a new synthesis model needs it recalibrated.
 
     python -m bids_dl.training.calibrate_lesions [--model-dir DIR] [--cases 3] [--write-card]
         [--synthetic-flair]
@@ -35,7 +37,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..models.lesion_segmentation import INPUT_SETS, SYNTHETIC_FLAIR_SET
+from ..models.lesion_segmentation import (
+    INPUT_SETS,
+    SYNTHETIC_FLAIR_READINGS,
+    SYNTHETIC_FLAIR_SET,
+)
 from ..synth.lesions import LesionAnatomy
 from .data import load_label_maps
 from .evaluate_lesions import HELDOUT_LESION_CONTRAST, MODES, lesion_metrics, render_case
@@ -87,22 +93,44 @@ def choose_min_peak(rows: list[dict]) -> float:
     return min(r["min_peak"] for r in allowed if r["f1"] == best)
 
 
+def choose_reading(per_reading: dict[str, dict]) -> str:
+    """The way to read a synthetic FLAIR + T1w, from ``per_reading`` (reading -> its
+    calibration: ``threshold``, ``per_threshold`` rows): among the readings whose chosen
+    threshold keeps the lesion-free head within :data:`FALSE_POSITIVE_BUDGET_ML` (all, when
+    none does), the one with the best mean Dice there (ties: the first)."""
+    def chosen_row(calibration: dict) -> dict:
+        return next(row for row in calibration["per_threshold"]
+                    if row["threshold"] == calibration["threshold"])
+
+    rows = {reading: chosen_row(calibration) for reading, calibration in per_reading.items()}
+    feasible = [r for r in rows if (rows[r]["lesion_free_ml"] or 0.0) <= FALSE_POSITIVE_BUDGET_ML]
+    feasible = feasible or list(rows)
+    return max(feasible, key=lambda r: (rows[r]["dice"], -feasible.index(r)))
+
+
 def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int = 3,
                         thresholds: tuple[float, ...] = THRESHOLDS,
                         input_sets: tuple[str, ...] = INPUT_SETS,
                         synthesise_flair: FlairSynthesiser | None = None,
-                        synthetic_probability: ProbabilityFn | None = None) -> dict:
+                        synthetic_probability: ProbabilityFn | dict[str, ProbabilityFn]
+                        | None = None) -> dict:
     """Per input combination: mean Dice, lesion-wise F1 and (on one lesion-free head)
     false-positive ml per threshold over ``cases`` validation heads with 15-40 lesions, and
     the chosen threshold (:func:`choose_threshold`). ``threshold`` is the first
     combination's (FLAIR + T1w). :data:`SYNTHETIC_FLAIR_SET` in ``input_sets`` needs
     ``synthesise_flair`` and ``synthetic_probability`` (``(synthetic FLAIR, T1w) ->
-    probability``)."""
+    probability``, or one such function per way of reading it: then each is calibrated, the
+    best kept (:func:`choose_reading`) and named in ``synthetic_flair_reading``)."""
     if SYNTHETIC_FLAIR_SET in input_sets and not (synthesise_flair and synthetic_probability):
         raise ValueError(f"{SYNTHETIC_FLAIR_SET}: give synthesise_flair and "
                          "synthetic_probability")
+    readings = (synthetic_probability if isinstance(synthetic_probability, dict)
+                else {None: synthetic_probability})
     maps, names = load_label_maps(labels_dir, "train")
-    kept: dict[str, list] = {inputs: [] for inputs in input_sets}  # (values, truth, affine)
+    # (values, truth, affine) per input set and, for the synthetic set, per reading
+    kept: dict[tuple, list] = {(inputs, reading): [] for inputs in input_sets
+                               for reading in (readings if inputs == SYNTHETIC_FLAIR_SET
+                                               else (None,))}
     used = set()
     for case in range(cases + 1):
         index = (case * 5) % len(maps)  # spread over the template families
@@ -120,26 +148,24 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
             if SYNTHETIC_FLAIR_SET in input_sets:
                 paths[SYNTHETIC_FLAIR_SET] = str(Path(tmp) / "synthetic_FLAIR.nii.gz")
                 nib.save(synthesise_flair(paths["T1w"]), paths[SYNTHETIC_FLAIR_SET])
-            for inputs in input_sets:
+            for inputs, reading in kept:
                 if inputs == SYNTHETIC_FLAIR_SET:
-                    values = synthetic_probability(paths[SYNTHETIC_FLAIR_SET], paths["T1w"])
+                    values = readings[reading](paths[SYNTHETIC_FLAIR_SET], paths["T1w"])
                 else:
                     with_flair, with_t1w = MODES[inputs]
                     values = probability(paths["FLAIR"] if with_flair else None,
                                          paths["T1w"] if with_t1w else None)
-                kept[inputs].append((values, truth if count else None, flair.affine))
-    per_input = {}
+                kept[inputs, reading].append((values, truth if count else None, flair.affine))
+    calibrations = {key: _calibrate(heads, thresholds) for key, heads in kept.items()}
+    per_input, extra = {}, {}
     for inputs in input_sets:
-        rows = {t: _peak_row(kept[inputs], t, 0.0) for t in thresholds}
-        chosen = choose_threshold({t: row["dice"] for t, row in rows.items()},
-                                  {t: row["lesion_free_ml"] or 0.0 for t, row in rows.items()})
-        peak_rows = [_peak_row(kept[inputs], chosen, peak) for peak in MIN_PEAKS]
-        per_input[inputs] = {
-            "threshold": chosen, "min_peak": choose_min_peak(peak_rows),
-            "per_threshold": [{"threshold": t, "dice": row["dice"], "f1": row["f1"],
-                               "lesion_free_ml": row["lesion_free_ml"]}
-                              for t, row in rows.items()],
-            "per_min_peak": peak_rows}
+        if inputs == SYNTHETIC_FLAIR_SET and None not in readings:
+            per_reading = {reading: calibrations[inputs, reading] for reading in readings}
+            best = choose_reading(per_reading)
+            per_input[inputs] = {**per_reading[best], "reading": best}
+            extra = {"synthetic_flair_reading": best, "per_reading": per_reading}
+        else:
+            per_input[inputs] = calibrations[inputs, None]
     return {"threshold": per_input[input_sets[0]]["threshold"],
             "thresholds": {inputs: per_input[inputs]["threshold"] for inputs in input_sets},
             "min_peaks": {inputs: per_input[inputs]["min_peak"] for inputs in input_sets},
@@ -152,7 +178,21 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
                          f"{FALSE_POSITIVE_BUDGET_ML} ml in the lesion-free head (all when "
                          f"none does: then the one that leaves least), the highest with a mean "
                          f"voxel Dice within {DICE_TOLERANCE} of the best of them",
-            "per_input": per_input}
+            "per_input": per_input, **extra}
+
+
+def _calibrate(heads: list, thresholds: tuple[float, ...]) -> dict:
+    """One input combination's calibration from its ``heads`` (``(probability, truth or
+    None, affine)``): the rows per threshold, the chosen threshold and confidence filter."""
+    rows = {t: _peak_row(heads, t, 0.0) for t in thresholds}
+    chosen = choose_threshold({t: row["dice"] for t, row in rows.items()},
+                              {t: row["lesion_free_ml"] or 0.0 for t, row in rows.items()})
+    peak_rows = [_peak_row(heads, chosen, peak) for peak in MIN_PEAKS]
+    return {"threshold": chosen, "min_peak": choose_min_peak(peak_rows),
+            "per_threshold": [{"threshold": t, "dice": row["dice"], "f1": row["f1"],
+                               "lesion_free_ml": row["lesion_free_ml"]}
+                              for t, row in rows.items()],
+            "per_min_peak": peak_rows}
 
 
 def _peak_row(heads: list, threshold: float, min_peak: float) -> dict:
@@ -197,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         return np.asarray(segment_lesions(flair, t1w, device="cpu").probseg.dataobj,
                           np.float32)
 
-    def synthetic_probability(flair: str | None, t1w: str | None) -> np.ndarray:
-        return np.asarray(segment_lesions(flair, t1w, device="cpu", synthetic_flair=True)
-                          .probseg.dataobj, np.float32)
+    def synthetic_probability(reading: str) -> ProbabilityFn:
+        def read(flair: str | None, t1w: str | None) -> np.ndarray:
+            return np.asarray(segment_lesions(flair, t1w, device="cpu", synthetic_flair=True,
+                                              synthetic_reading=reading).probseg.dataobj,
+                              np.float32)
+        return read
 
     def synthesise_flair(t1w: str) -> nib.Nifti1Image:
         from ..models.contrast_synthesis import synthesize
@@ -210,11 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         result = calibrate_threshold(probability, args.labels, args.cases,
                                      input_sets=(SYNTHETIC_FLAIR_SET,),
                                      synthesise_flair=synthesise_flair,
-                                     synthetic_probability=synthetic_probability)
+                                     synthetic_probability={
+                                         reading: synthetic_probability(reading)
+                                         for reading in SYNTHETIC_FLAIR_READINGS})
         result["synthesis_model_sha256"] = get_entry("contrast-synthesis").read_card()["sha256"]
     else:
         result = calibrate_threshold(probability, args.labels, args.cases)
-    for inputs, calibration in result["per_input"].items():
+    shown = dict(result["per_input"])
+    for reading, calibration in result.get("per_reading", {}).items():
+        shown[f"{SYNTHETIC_FLAIR_SET}, {reading} reading"] = calibration
+    for inputs, calibration in shown.items():
         print(f"\n{inputs}\n\n| threshold | Dice | lesion F1 | lesion-free ml |\n"
               "|---|---|---|---|")
         for row in calibration["per_threshold"]:
@@ -226,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {row['min_peak']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
                   f"{row['lesion_free_ml']} |")
         print(f"\nchosen minimum peak for {inputs}: {calibration['min_peak']:.2f}")
+    if "synthetic_flair_reading" in result:
+        print(f"\nchosen reading of a synthetic FLAIR: {result['synthetic_flair_reading']}")
     print(f"\n({result['criterion']})")
     if args.write_card:
         entry = get_entry("lesion-segmentation")
@@ -233,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.synthetic_flair:
             card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
             card["min_peaks"] = {**card.get("min_peaks", {}), **result["min_peaks"]}
+            card["synthetic_flair_reading"] = result["synthetic_flair_reading"]
             card["synthetic_flair_calibration"] = result
         else:  # keeps a calibrated synthetic-FLAIR threshold
             card["threshold"] = result["threshold"]
