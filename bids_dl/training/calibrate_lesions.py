@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = calibrate_threshold(probability, args.labels, args.cases)
     shown = dict(result["per_input"])
+    if "per_reading" in result:  # each reading below; the chosen one is named after them
+        del shown[SYNTHETIC_FLAIR_SET]
     for reading, calibration in result.get("per_reading", {}).items():
         shown[f"{SYNTHETIC_FLAIR_SET}, {reading} reading"] = calibration
     for inputs, calibration in shown.items():
