@@ -36,8 +36,10 @@ def measure(labels_dir: Path, cases: int, entry) -> dict:
     from bids_dl.models.contrast_synthesis import synthesize
     from bids_dl.models.lesion_segmentation import (
         SYNTHETIC_FLAIR_READINGS,
+        SYNTHETIC_FLAIR_SET,
         card_synthetic_reading,
         segment_lesions,
+        synthetic_flair_card,
     )
     from bids_dl.models.registry import available, get_entry
     from bids_dl.training import evaluate_lesions, evaluate_synthesis
@@ -63,13 +65,18 @@ def measure(labels_dir: Path, cases: int, entry) -> dict:
         metrics["lesions_on_synthetic_flair"] = evaluate_lesions.synthetic_flair_dice_ratio(
             segment, synthesise_flair, labels_dir, max(2, cases * 3 // 4), segment_synthetic)
         lesion_card = get_entry("lesion-segmentation").read_card()
+        reader_card = synthetic_flair_card(lesion_card)  # reads the synthetic FLAIRs
         metrics["lesions_on_synthetic_flair"]["reading"] = SYNTHETIC_FLAIR_READINGS[
-            card_synthetic_reading(lesion_card)]
+            card_synthetic_reading(reader_card)]
         thresholds = ", ".join(f"{inputs} {value:.2f}"
                                for inputs, value in lesion_card.get("thresholds", {}).items())
         metrics["lesions_on_synthetic_flair"]["lesion_model"] = (
             f"sha256 {str(lesion_card.get('sha256'))[:12]}, mirrored inference, "
             f"thresholds {thresholds or 'the default'}")
+        if reader_card is not lesion_card:
+            metrics["lesions_on_synthetic_flair"]["synthetic_flair_model"] = (
+                f"sha256 {str(reader_card.get('sha256'))[:12]}, synthetic FLAIR+T1w threshold "
+                f"{reader_card.get('thresholds', {}).get(SYNTHETIC_FLAIR_SET, 0.5):.2f}")
     else:
         metrics["lesions_on_synthetic_flair"] = "not measured: no lesion model"
     return metrics

@@ -117,6 +117,8 @@ def test_validation_summarises_problems(small_bids, tmp_path, capsys):
     ("output_not_writable", "OUTPUT_DIR"),
     ("nothing_to_process", "nothing to process"),
     ("task_without_model", "no trained model is installed"),
+    ("synthetic_flair_reader_missing", "lesion_segmentation_synthetic_flair.keras: weights "
+                                       "file not found"),
 ])
 def test_bad_input_exits_2_before_any_work(case, expected, small_bids, tmp_path, capsys,
                                           monkeypatch):
@@ -148,6 +150,23 @@ def test_bad_input_exits_2_before_any_work(case, expected, small_bids, tmp_path,
     elif case == "task_without_model":
         monkeypatch.setenv("BIDS_DL_MODEL_DIR", str(tmp_path / "no-models"))
         extra = ["--tasks", "lesion-segmentation"]
+    elif case == "synthetic_flair_reader_missing":
+        # the lesion card names a separate model for synthetic FLAIRs; only its card is there
+        import shutil
+
+        from bids_dl.models.registry import MODEL_DIR
+
+        models = tmp_path / "models"
+        shutil.copytree(MODEL_DIR, models)
+        reader = models / "lesion_segmentation_synthetic_flair.keras"
+        card = json.loads((models / "lesion_segmentation.json").read_text())
+        card.setdefault("synthetic_flair_model", {"file": reader.name, "sha256": "0" * 64})
+        (models / "lesion_segmentation.json").write_text(json.dumps(card))
+        reader.unlink(missing_ok=True)
+        if not reader.with_suffix(".json").exists():
+            reader.with_suffix(".json").write_text(json.dumps({"sha256": "0" * 64}))
+        monkeypatch.setenv("BIDS_DL_MODEL_DIR", str(models))
+        extra = ["--tasks", "lesion-segmentation", "--synthesize-missing"]
     code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "w"), *extra])
     err = _error(capsys)
     assert code == EXIT_USAGE, err

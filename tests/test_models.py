@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -51,30 +52,35 @@ def test_shipped_model_matches_its_card():
 
 
 def test_synthetic_flair_threshold_was_calibrated_with_the_shipped_synthesis_model():
-    """The lesion card's synthetic-FLAIR threshold names the synthesis model its FLAIRs came
-    from: a new synthesis model without a recalibration fails here."""
-    from bids_dl.models.lesion_segmentation import SYNTHETIC_FLAIR_SET
+    """The synthetic-FLAIR threshold (in the card of the model that reads synthetic FLAIRs:
+    the separate one the lesion card names, or the lesion model) names the synthesis model
+    its FLAIRs came from: a new synthesis model without a recalibration fails here."""
+    from bids_dl.models.lesion_segmentation import SYNTHETIC_FLAIR_SET, synthetic_flair_card
 
     if not (registry.available("lesion-segmentation")
             and registry.available("contrast-synthesis")):
         pytest.skip("the lesion and synthesis models are not both installed")
-    lesion = registry.get_entry("lesion-segmentation").read_card()
+    lesion = synthetic_flair_card(registry.get_entry("lesion-segmentation").read_card())
     synthesis = registry.verify(registry.get_entry("contrast-synthesis"))
     calibration = lesion["synthetic_flair_calibration"]
     assert calibration["synthesis_model_sha256"] == synthesis["sha256"]
     assert lesion["thresholds"][SYNTHETIC_FLAIR_SET] == calibration["threshold"]
 
 
-def test_shipped_synthesis_lesion_branch_is_the_shipped_lesion_models_t1w_path():
-    """The shipped synthesis model's frozen lesion branch holds the shipped lesion model's
-    weights (its first convolution: the T1w input channel), and its card names that model."""
+def test_shipped_synthesis_lesion_branch_is_the_synthetic_flair_readers_t1w_path():
+    """The shipped synthesis model's frozen lesion branch holds the weights of the lesion model
+    that reads its FLAIRs (the separate model the lesion card names, else the lesion model;
+    its first convolution: the T1w input channel), and its card names that model; the lesion
+    card's pointer names the installed file's sha256."""
+    from bids_dl.models.lesion_segmentation import synthetic_flair_reader
+
     if not (registry.available("lesion-segmentation")
             and registry.available("contrast-synthesis")):
         pytest.skip("the lesion and synthesis models are not both installed")
     synthesis, card = registry.load_model("contrast-synthesis")
     if "lesion_branch" not in [layer.name for layer in synthesis.layers]:
         pytest.skip("the shipped synthesis model has no lesion branch")
-    lesion, lesion_card = registry.load_model("lesion-segmentation")
+    lesion, lesion_card = synthetic_flair_reader(*registry.load_model("lesion-segmentation"))
     assert card["lesion_branch"]["sha256"] == lesion_card["sha256"]
     lesion_weights = {w.path: np.asarray(w.numpy()) for w in lesion.weights}
     branch = synthesis.get_layer("lesion_branch").weights
@@ -84,6 +90,45 @@ def test_shipped_synthesis_lesion_branch_is_the_shipped_lesion_models_t1w_path()
         if weight.path == "down0_conv1/kernel":
             expected = expected[..., 1:2, :]  # channel 1 of (FLAIR, T1w)
         np.testing.assert_array_equal(np.asarray(weight.numpy()), expected)
+
+
+def test_synthetic_flair_reader_is_the_one_the_lesion_card_names(tmp_path, monkeypatch):
+    """A lesion card that names a separate model for synthetic FLAIRs gets that model (by
+    sha256); a different file in its place is refused, naming it; a card that names none is
+    its own reader."""
+    from bids_dl.models.lesion_segmentation import (
+        SYNTHETIC_FLAIR_MODEL,
+        synthetic_flair_card,
+        synthetic_flair_reader,
+        verified_synthetic_flair_card,
+    )
+
+    lesion_card = registry.get_entry("lesion-segmentation").read_card()
+    if not lesion_card.get("synthetic_flair_model"):
+        pytest.skip("the shipped lesion model reads synthetic FLAIRs itself")
+    reader_entry = registry.get_entry(SYNTHETIC_FLAIR_MODEL)
+    assert lesion_card["synthetic_flair_model"]["sha256"] == registry.sha256(
+        reader_entry.weights_path)
+    assert lesion_card["synthetic_flair_model"]["file"] == reader_entry.weights
+    assert synthetic_flair_card(lesion_card)["sha256"] != lesion_card["sha256"]
+    marker = object()
+    assert synthetic_flair_reader(marker, {"sha256": "x"}) == (marker, {"sha256": "x"})
+    assert verified_synthetic_flair_card({}) is None
+    # the lesion model's own file put where the reader should be: refused
+    for entry in (registry.get_entry("lesion-segmentation"), reader_entry):
+        shutil.copy(entry.card_path, tmp_path / entry.card)
+    shutil.copy(registry.get_entry("lesion-segmentation").weights_path,
+                tmp_path / reader_entry.weights)
+    card = json.loads((tmp_path / reader_entry.card).read_text())
+    card["sha256"] = registry.sha256(tmp_path / reader_entry.weights)
+    (tmp_path / reader_entry.card).write_text(json.dumps(card))
+    monkeypatch.setenv("BIDS_DL_MODEL_DIR", str(tmp_path))
+    with pytest.raises(registry.ModelIntegrityError,
+                       match="lesion_segmentation_synthetic_flair.keras.*lesion card names"):
+        verified_synthetic_flair_card(lesion_card)
+    (tmp_path / reader_entry.weights).unlink()
+    with pytest.raises(registry.ModelIntegrityError, match="weights file not found"):
+        verified_synthetic_flair_card(lesion_card)
 
 
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):

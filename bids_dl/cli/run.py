@@ -220,6 +220,15 @@ def run_participant(opts, paths: Paths) -> int:
     tasks = run_tasks(names, opts.synthesize, opts.synthesize_missing)
     LOGGER.info("tasks: %s", ", ".join(names))
     cards = {task.model: verify(get_entry(task.model)) for task in tasks}
+    if opts.synthesize_missing:  # the model that reads synthetic FLAIRs, where one is named
+        from ..models.lesion_segmentation import (
+            SYNTHETIC_FLAIR_MODEL,
+            verified_synthetic_flair_card,
+        )
+
+        reader = verified_synthetic_flair_card(cards["lesion-segmentation"])
+        if reader is not None:
+            cards[SYNTHETIC_FLAIR_MODEL] = reader
     for name, card in cards.items():
         if card.get("experimental"):
             LOGGER.warning("%s: the installed model is experimental (%s)", name,
@@ -298,6 +307,10 @@ def run_workflow(opts, paths: Paths, selection, tasks, cards, nprocs: int,
     model_ids = {name: f"{name}:{card.get('sha256')}:{card.get('threshold', '')}:"
                        f"{json.dumps(card.get('thresholds', {}), sort_keys=True)}"
                  for name, card in cards.items()}
+    from ..models.lesion_segmentation import SYNTHETIC_FLAIR_MODEL
+
+    if SYNTHETIC_FLAIR_MODEL in model_ids:  # the lesion task's second model reruns it too
+        model_ids["lesion-segmentation"] += f":{model_ids.pop(SYNTHETIC_FLAIR_MODEL)}"
     workflow = init_bids_dl_wf(selection.images, tasks, paths.output_dir, paths.work_dir,
                                opts.device, omp_nthreads, model_ids)
     workflow.config["execution"]["crashdump_dir"] = str(paths.logs_dir)

@@ -7,9 +7,10 @@ brain -> one U-Net (a missing contrast is a channel of zeros; averaged with its 
 left-right mirrored input) -> lesion probability restricted
 to the brain, resampled onto the reference grid -> mask and per-lesion table (volume, centroid,
 probabilities, location from the model's ventricle, cortex and infratentorial outputs).
-A FLAIR synthesised from the T1w is not registered, and its lesion probability is read as the
-model card says (:data:`SYNTHETIC_FLAIR_READINGS`: by default the mean of the U-Net's outputs
-with and without it).
+A FLAIR synthesised from the T1w is not registered; it is read by the model the card names
+for that case (:func:`synthetic_flair_reader`: one model per input case, or the same model),
+as that model's card says (:data:`SYNTHETIC_FLAIR_READINGS`: by default the mean of the U-Net's
+outputs with and without it).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ SYNTHETIC_FLAIR_READINGS = {
               "with synthetic FLAIRs among its inputs)"),
 }
 DEFAULT_SYNTHETIC_READING = "mean"
+#: The registry entry of a separate model for :data:`SYNTHETIC_FLAIR_SET`, used where the lesion
+#: card names it (``"synthetic_flair_model"``: its file and sha256)
+SYNTHETIC_FLAIR_MODEL = "lesion-segmentation-synthetic-flair"
 MIN_LESION_MM3 = 10.0
 TILE = 64  # the model was trained on 64³ patches of the 1.5 mm grid: it runs on such tiles
 TILE_OVERLAP = 0.05  # tiles over the brain's box overlap by >= 4 voxels: 2 per axis for
@@ -265,6 +269,42 @@ def card_synthetic_reading(card: dict) -> str:
     return reading
 
 
+def verified_synthetic_flair_card(card: dict) -> dict | None:
+    """The card of the separate model a lesion ``card`` names for a synthetic FLAIR + T1w
+    (``"synthetic_flair_model"``: the registry's :data:`SYNTHETIC_FLAIR_MODEL`), its weights
+    checked against their card and against the sha256 the lesion card names; None where it
+    names none. Raises :class:`~bids_dl.models.registry.ModelIntegrityError`."""
+    named = card.get("synthetic_flair_model")
+    if not named:
+        return None
+    from .registry import ModelIntegrityError, get_entry, verify
+
+    entry = get_entry(SYNTHETIC_FLAIR_MODEL)
+    reader_card = verify(entry)
+    if reader_card.get("sha256") != named.get("sha256"):
+        raise ModelIntegrityError(
+            f"{entry.weights_path}: sha256 {reader_card.get('sha256')} is not the "
+            f"synthetic-FLAIR model the lesion card names ({named.get('sha256')})")
+    return reader_card
+
+
+def synthetic_flair_reader(model, card: dict) -> tuple:
+    """``(model, card)`` that read a synthetic FLAIR + T1w for the lesion ``model`` with
+    ``card``: the separate model the card names (:func:`verified_synthetic_flair_card`),
+    else ``model`` and ``card`` themselves."""
+    if verified_synthetic_flair_card(card) is None:
+        return model, card
+    from .registry import load_model
+
+    return load_model(SYNTHETIC_FLAIR_MODEL)
+
+
+def synthetic_flair_card(card: dict) -> dict:
+    """The card whose thresholds and reading apply to a synthetic FLAIR + T1w for a lesion
+    model with ``card`` (the separate model's, where it names one; else ``card``)."""
+    return verified_synthetic_flair_card(card) or card
+
+
 def card_grid_spacing(card: dict) -> float:
     """The lesion grid's spacing (mm) a model was trained on: its card's
     ``input.spacing_mm``, else :data:`~bids_dl.models.grid.LESION_SPACING`."""
@@ -291,7 +331,9 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     ``brain_mask``: the reference image's brain mask when already known (e.g. from the
     brain-extraction task of the same run; same grid as the reference), else the
     brain-extraction model makes it; ``synthetic_flair``: the FLAIR was synthesised from this
-    T1w (on its grid, so not registered): the probability is read as the card says
+    T1w (on its grid, so not registered): it is read by the model the card names for that
+    case (:func:`synthetic_flair_reader`; a candidate ``model``'s card names none, so the
+    candidate reads it), as that model's card says
     (:func:`card_synthetic_reading`, or ``synthetic_reading``, a key of
     :data:`SYNTHETIC_FLAIR_READINGS`) and thresholded at the card's :data:`SYNTHETIC_FLAIR_SET`
     threshold. Raises
@@ -330,6 +372,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     brain = reference_brain(ref_image, brain_mask)
     timings["brain_mask"] = time.perf_counter() - tic
     model, card = model_or_shipped(TASK, model)
+    if synthetic_flair:  # the model the card names for this case (or the same one)
+        model, card = synthetic_flair_reader(model, card)
     inputs = input_set("FLAIR" in loaded, "T1w" in loaded, synthetic_flair)
     if threshold is None:
         threshold = card_threshold(card, inputs)

@@ -54,6 +54,11 @@ REGISTRY: dict[str, ModelEntry] = {
                                       "lesion_segmentation.json"),
     "contrast-synthesis": ModelEntry("contrast-synthesis", "contrast_synthesis.keras",
                                      "contrast_synthesis.json"),
+    # not a task: the lesion model that reads a FLAIR synthesised from the T1w, where the
+    # lesion card names one (one model per input case; bids_dl.models.lesion_segmentation)
+    "lesion-segmentation-synthetic-flair": ModelEntry(
+        "lesion-segmentation-synthetic-flair", "lesion_segmentation_synthetic_flair.keras",
+        "lesion_segmentation_synthetic_flair.json"),
 }
 
 

@@ -58,6 +58,8 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
         )
     card = cards.get("lesion-segmentation")
     if card:
+        from ..models.lesion_segmentation import SYNTHETIC_FLAIR_MODEL
+
         paragraphs.append(
             "White-matter lesions were segmented per session with the bids-dl "
             f"lesion-segmentation model (version {card.get('version')}, sha256 "
@@ -76,7 +78,8 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "lesion was classed as infratentorial, periventricular (within 3 mm of the "
             "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
             "model's own ventricle, cortex and infratentorial outputs."
-            + (_synthetic_flair_reading(card) if "contrast-synthesis" in cards else "")
+            + (_synthetic_flair_reading(card, cards.get(SYNTHETIC_FLAIR_MODEL))
+               if "contrast-synthesis" in cards else "")
         )
     card = cards.get("contrast-synthesis")
     if card:
@@ -104,23 +107,30 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
     return "\n\n".join(paragraphs)
 
 
-def _synthetic_flair_reading(card: dict) -> str:
-    """How lesions were read from a FLAIR synthesised from the T1w (--synthesize-missing)."""
+def _synthetic_flair_reading(card: dict, reader_card: dict | None = None) -> str:
+    """How lesions were read from a FLAIR synthesised from the T1w (--synthesize-missing):
+    by the lesion model (``card``) or by the separate model it names (``reader_card``)."""
     from ..models.lesion_segmentation import (
         SYNTHETIC_FLAIR_SET,
         card_synthetic_reading,
         card_threshold,
     )
 
-    if card_synthetic_reading(card) == "joint":
+    reader = reader_card or card
+    model = ("" if reader_card is None else
+             " by a separate lesion model for this case (version "
+             f"{reader_card.get('version')}, sha256 {str(reader_card.get('sha256'))[:12]}, "
+             f"{_steps(reader_card):,} training steps; the same architecture and inference "
+             "path)")
+    if card_synthetic_reading(reader) == "joint":
         how = ("the model's output for the synthetic FLAIR + T1w (the model was trained with "
                "synthetic FLAIRs among its inputs)")
     else:
         how = ("the mean of the model's outputs for the synthetic FLAIR + T1w and for the "
                "T1w alone")
-    return (" Where a session had no FLAIR and one was synthesised from its T1w, the lesion "
-            f"probability was {how}, thresholded at "
-            f"{card_threshold(card, SYNTHETIC_FLAIR_SET):.2f}.")
+    return (" Where a session had no FLAIR and one was synthesised from its T1w, lesions were "
+            f"read{model}: the lesion probability was {how}, thresholded at "
+            f"{card_threshold(reader, SYNTHETIC_FLAIR_SET):.2f}.")
 
 
 def _lesion_peaks(card: dict) -> str:

@@ -19,7 +19,9 @@ it (:data:`~bids_dl.models.lesion_segmentation.SYNTHETIC_FLAIR_READINGS`: the me
 model's readings of synthetic FLAIR + T1w and of the T1w alone, or the joint reading alone),
 keeps the reading with the best Dice at its threshold (:func:`choose_reading`) and stores both
 beside the others with the synthesis model's sha256 (``"synthetic_flair_reading"``,
-``"synthetic_flair_calibration"``): a new synthesis model needs it recalibrated.
+``"synthetic_flair_calibration"``): a new synthesis model needs it recalibrated. Where the
+lesion card names a separate model for synthetic FLAIRs (``"synthetic_flair_model"``), that
+model is the one calibrated and its card the one written.
 
     python -m bids_dl.training.calibrate_lesions [--model-dir DIR] [--cases 3] [--write-card]
         [--synthetic-flair]
@@ -39,6 +41,7 @@ import numpy as np
 
 from ..models.lesion_segmentation import (
     INPUT_SETS,
+    SYNTHETIC_FLAIR_MODEL,
     SYNTHETIC_FLAIR_READINGS,
     SYNTHETIC_FLAIR_SET,
 )
@@ -282,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_card:
         entry = get_entry("lesion-segmentation")
         card = entry.read_card()
+        if args.synthetic_flair and card.get("synthetic_flair_model"):
+            entry = get_entry(SYNTHETIC_FLAIR_MODEL)  # the separate model that was calibrated
+            card = entry.read_card()
         if args.synthetic_flair:
             card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
             card["min_peaks"] = {**card.get("min_peaks", {}), **result["min_peaks"]}
