@@ -230,8 +230,11 @@ def remove_small(mask: np.ndarray, affine: np.ndarray, min_mm3: float,
     sizes = np.bincount(labels.ravel()) * voxel_mm3
     keep = sizes >= min_mm3
     if probability is not None and min_peak > 0:
-        peaks = ndimage.maximum(probability, labels, np.arange(count + 1))
-        keep &= np.asarray(peaks) >= min_peak
+        # peaks over the component voxels only (ndimage.maximum sorts the whole volume: 2 s)
+        inside = labels > 0
+        peaks = np.full(count + 1, -np.inf)
+        np.maximum.at(peaks, labels[inside], probability[inside])
+        keep &= peaks >= min_peak
     keep[0] = False
     return keep[labels]
 
