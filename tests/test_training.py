@@ -478,6 +478,33 @@ def test_pooled_lesion_heads_leave_out_per_patch(tmp_path):
     assert drawn.count((True, True)) > 20
 
 
+def test_input_rates_set_how_often_each_input_set_is_drawn():
+    """--input-rates: the chances of FLAIR alone and T1w alone (the rest both) that pooled
+    lesion patches draw, against the generator's 0.35 / 0.20; refused for other tasks and
+    for rates that are not chances."""
+    from bids_dl.training.train import make_heads
+
+    labels = np.zeros((8, 8, 8), np.uint8)
+
+    def shares(heads):
+        rng = np.random.default_rng(0)
+        draws = [heads.draw_inputs(rng) for _ in range(4000)]
+        return {case: draws.count(case) / len(draws)
+                for case in ((True, False), (False, True), (True, True))}
+
+    default = shares(make_heads("lesion-segmentation", [labels], None, pooled=True))
+    chosen = shares(make_heads("lesion-segmentation", [labels], None, pooled=True,
+                               input_rates=(0.5, 0.1)))
+    assert default[True, False] == pytest.approx(0.35, abs=0.03)
+    assert chosen[True, False] == pytest.approx(0.5, abs=0.03)
+    assert chosen[False, True] == pytest.approx(0.1, abs=0.02)
+    assert chosen[True, True] == pytest.approx(0.4, abs=0.03)
+    with pytest.raises(ValueError, match="lesion segmentation"):
+        make_heads("contrast-synthesis", [labels], 32, input_rates=(0.5, 0.1))
+    with pytest.raises(ValueError, match="at most 1"):
+        make_heads("lesion-segmentation", [labels], None, input_rates=(0.8, 0.3))
+
+
 def test_patch_pool_of_synthesis_pairs(tmp_path):
     """The pool serves paired synthesis samples too: the source and its three targets are
     cut and mirrored together (checked against the crop replayed from the seed)."""
@@ -642,7 +669,8 @@ def test_pooled_lesion_heads_read_the_synthetic_flair(tmp_path):
 
 def test_synthetic_flair_option_needs_a_pool(labels_dir, tmp_path):
     """bids-dl-train lesion-segmentation --synthetic-flair without --pool (or outside 0-1),
-    and --blob-flair-only without --blob-loss, are refused before anything is trained."""
+    --blob-flair-only without --blob-loss and input rates that do not make chances, are
+    refused before anything is trained."""
     from bids_dl.training.cli import main
 
     base = ["lesion-segmentation", "--labels", str(labels_dir), "--work-dir",
@@ -653,4 +681,6 @@ def test_synthetic_flair_option_needs_a_pool(labels_dir, tmp_path):
         main([*base, "--synthetic-flair", "1.5", "--pool", "2"])
     with pytest.raises(SystemExit, match="--blob-loss"):
         main([*base, "--blob-flair-only", "--pool", "2"])
+    with pytest.raises(SystemExit, match="--input-rates"):
+        main([*base, "--input-rates", "0.7", "0.4"])
     assert not (tmp_path / "run").exists()

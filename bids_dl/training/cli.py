@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="with --blob-loss: score the per-lesion term only in patches "
                                   "with an acquired FLAIR (not T1w alone or a synthetic FLAIR, "
                                   "where small lesions do not show)")
+            sub.add_argument("--input-rates", type=float, nargs=2, default=None,
+                             metavar=("P_FLAIR", "P_T1W"),
+                             help="chances that a training sample keeps the FLAIR alone and "
+                                  "the T1w alone (the rest keep both; default 0.35 0.20)")
             sub.add_argument("--synthetic-flair", type=float, default=0.0, metavar="P",
                              help="with --pool: a FLAIR + T1w patch reads the shipped "
                                   "synthesis model's FLAIR of the head's T1w at this chance "
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         blob_loss=getattr(args, "blob_loss", False),
         blob_flair_only=getattr(args, "blob_flair_only", False),
         synthetic_flair=getattr(args, "synthetic_flair", 0.0),
+        input_rates=(tuple(args.input_rates) if getattr(args, "input_rates", None)
+                     else None),
     )
     if recipe.synthetic_flair:
         if not 0 < recipe.synthetic_flair <= 1 or not recipe.pool:
@@ -150,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         recipe.synthetic_flair_model = get_entry("contrast-synthesis").read_card().get("sha256")
     if recipe.blob_loss and recipe.small_lesion_weight > 0:
         raise SystemExit("--blob-loss and --small-lesion-weight cannot be combined")
+    if recipe.input_rates is not None and (min(recipe.input_rates) < 0
+                                           or sum(recipe.input_rates) > 1):
+        raise SystemExit("--input-rates P_FLAIR P_T1W: two chances of at least 0 whose sum "
+                         "is at most 1")
     if recipe.blob_flair_only and not recipe.blob_loss:
         raise SystemExit("--blob-flair-only needs --blob-loss")
     if recipe.blob_loss:

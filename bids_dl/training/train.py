@@ -64,6 +64,9 @@ class Recipe:
     #: (:mod:`bids_dl.training.synthetic_inputs`; 0: never)
     synthetic_flair: float = 0.0
     synthetic_flair_model: str | None = None  # its sha256 (the shipped one at training time)
+    #: Lesion segmentation: chances that a sample keeps the FLAIR alone and the T1w alone
+    #: (the rest keep both); None: the generator's (0.35, 0.20)
+    input_rates: tuple[float, float] | None = None
     #: Lesion segmentation: the model grid's spacing in mm (None: the default 1.5 mm,
     #: :data:`bids_dl.models.grid.LESION_SPACING`); the card records it and inference uses it
     grid_spacing: float | None = None
@@ -192,21 +195,32 @@ def initialise_lesion_branch(model, path: Path, input_channel: int = 1) -> int:
 
 def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False,
                patch_on_lesion: float | None = None, grid_spacing: float | None = None,
-               synthetic_flair: float = 0.0):
+               synthetic_flair: float = 0.0,
+               input_rates: tuple[float, float] | None = None):
     """The sample generator of ``task`` (``patch``: cubic patches; None: whole grid;
     ``pooled``: whole heads for a :class:`~bids_dl.training.pool.PatchPool`;
     ``patch_on_lesion``: the chance of a lesion-centred patch, None: the generator's;
     ``grid_spacing``: lesion segmentation's grid spacing in mm, None: the default;
     ``synthetic_flair``: pooled lesion heads, the chance a FLAIR + T1w patch reads the
-    synthetic FLAIR)."""
+    synthetic FLAIR; ``input_rates``: lesion segmentation's chances of FLAIR alone and T1w
+    alone, None: the generator's)."""
     on_lesion = {} if patch_on_lesion is None else {"p_patch_on_lesion": patch_on_lesion}
     if synthetic_flair and not (task == "lesion-segmentation" and pooled):
         raise ValueError("--synthetic-flair is for pooled lesion segmentation (--pool N)")
+    rates = {}
+    if input_rates is not None:
+        flair_only, t1w_only = (float(rate) for rate in input_rates)
+        if task != "lesion-segmentation":
+            raise ValueError(f"--input-rates is for lesion segmentation, not {task}")
+        if min(flair_only, t1w_only) < 0 or flair_only + t1w_only > 1:
+            raise ValueError(f"--input-rates {flair_only:g} {t1w_only:g}: two chances of at "
+                             "least 0 whose sum is at most 1")
+        rates = {"p_flair_only": flair_only, "p_t1w_only": t1w_only}
     if task == "lesion-segmentation":
         from ..synth.lesion_generator import LesionConfig, LesionHeads, lesion_geometry
 
         config = LesionConfig(patch=patch, leave_out_in_crop=pooled,
-                              p_synthetic_flair=synthetic_flair, **on_lesion)
+                              p_synthetic_flair=synthetic_flair, **on_lesion, **rates)
         if grid_spacing is not None:
             config = replace(config, geometry=lesion_geometry(config.geometry, grid_spacing))
         return LesionHeads(maps, config)
@@ -272,7 +286,7 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         pooled = bool(recipe.pool and patch)
         heads = make_heads(recipe.task, maps, None if pooled else patch, pooled,
                            recipe.patch_on_lesion, recipe.grid_spacing,
-                           recipe.synthetic_flair if pooled else 0.0)
+                           recipe.synthetic_flair if pooled else 0.0, recipe.input_rates)
         if pooled:
             if recipe.task == "brain-extraction":
                 raise ValueError("--pool: brain extraction trains from fresh heads")
