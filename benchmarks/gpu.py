@@ -91,18 +91,25 @@ def model_checksums() -> dict[str, str]:
     return {name: registry.verify(entry)["sha256"] for name, entry in registry.REGISTRY.items()}
 
 
-def write_reference(folder: Path) -> None:
-    """Inputs and the TensorFlow CPU outputs (float16, compressed) into ``folder``."""
+def write_reference(folder: Path, tasks: list[str] | None = None) -> None:
+    """Inputs and the TensorFlow CPU outputs (float16, compressed) of ``tasks`` (default:
+    all) into ``folder``; Colin27 only where a task reads it (the lesion tasks alone make a
+    reference of 5 MB, which leaves the carry room for the SimpleITK wheel)."""
     import shutil
 
     os.environ["KERAS_BACKEND"] = "tensorflow"
     from bids_dl.synth.sources import colin27
 
+    tasks = tasks or list(task_inputs(folder))
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(colin27()[0], folder / "ch2.nii.gz")
+    if any("T1w" in task_inputs(folder)[task] and not task.startswith("lesion")
+           for task in tasks):
+        shutil.copy(colin27()[0], folder / "ch2.nii.gz")
     (folder / "lesion_pair.sha256").write_text(lesion_pair(folder))
     (folder / "models.json").write_text(json.dumps(model_checksums(), indent=1))
     for task, inputs in task_inputs(folder).items():
+        if task not in tasks:
+            continue
         outputs = run_task(task, inputs, "cpu")
         np.savez_compressed(folder / f"{task}.npz",
                             **{k: v.astype(np.float16) for k, v in outputs.items()})
@@ -222,7 +229,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.write_reference:
-        write_reference(args.write_reference)
+        write_reference(args.write_reference, args.tasks.split(","))
         return
     if not args.reference:
         parser.error("give --reference DIR (made with --write-reference on a CPU machine)")

@@ -6,7 +6,15 @@
 #       manylinux_2_28_x86_64 -d .whl keras namex optree nibabel  # what the machine lacks
 # then run `bash scripts/device-check.sh` there with .gpu, .whl (and .cache/labels when
 # training) carried. Outputs land in $OUT (default .gpu/out).
+# The lesion model's FLAIR + T1w path registers the images with SimpleITK, which the GPU
+# machines lack and whose wheel (~50 MiB) does not fit the 64 MiB carry beside the whole
+# reference (13 MB): for that row write a lesion-only reference (5 MB) and add the wheel (~61 MiB in all),
+#   python benchmarks/gpu.py --write-reference .gpu/reference \
+#       --tasks lesion-segmentation,lesion-segmentation-flair
+#   pip download ... -d .whl keras namex optree nibabel SimpleITK   (platform manylinux2014)
+# and run with TASKS=lesion-segmentation,lesion-segmentation-flair.
 #   BUDGET=seconds   the wall time this script may use (default 400)
+#   TASKS=a,b        the benchmarks/gpu.py tasks (default: all four)
 #   TRAIN_ARGS="brain-extraction --labels .cache/labels --work-dir /tmp/w ..."  optional:
 #                    a bids-dl-train command run with --time-limit for what is left; its
 #                    work dir's checkpoint, state and final model are copied to $OUT
@@ -21,19 +29,22 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-B="python3 benchmarks/gpu.py --reference .gpu/reference"
+TASKS=${TASKS:-brain-extraction,lesion-segmentation,lesion-segmentation-flair,contrast-synthesis}
+B="python3 benchmarks/gpu.py --reference .gpu/reference --tasks $TASKS"
 echo "== PyTorch (TF32 off, the default of --device)"
 KERAS_BACKEND=torch timeout 120 $B --runs 3 --json "$OUT/gpu_torch.json" 2>&1 | grep -v -i warn
 echo "== PyTorch, TF32 on"
 NVIDIA_TF32_OVERRIDE=1 KERAS_BACKEND=torch timeout 90 $B --runs 1 \
     --json "$OUT/gpu_torch_tf32.json" 2>&1 | grep -v -i warn | tail -6
-echo "== JAX (TF32 off)"
-KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 60 $B --runs 1 \
-    --tasks brain-extraction --json "$OUT/gpu_jax.json" 2>&1 | grep -v -i warn | tail -4
-echo "== whole process"
-/usr/bin/time -f "%e s, %M KB: bids-dl-infer brain-extraction --device gpu (PyTorch)" \
-    env KERAS_BACKEND=torch python3 -m bids_dl.cli.infer brain-extraction \
-    .gpu/reference/ch2.nii.gz /tmp/ch2 --device gpu 2>&1 | tail -2
+if [ -f .gpu/reference/ch2.nii.gz ]; then
+    echo "== JAX (TF32 off)"
+    KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 60 $B --runs 1 \
+        --tasks brain-extraction --json "$OUT/gpu_jax.json" 2>&1 | grep -v -i warn | tail -4
+    echo "== whole process"
+    /usr/bin/time -f "%e s, %M KB: bids-dl-infer brain-extraction --device gpu (PyTorch)" \
+        env KERAS_BACKEND=torch python3 -m bids_dl.cli.infer brain-extraction \
+        .gpu/reference/ch2.nii.gz /tmp/ch2 --device gpu 2>&1 | tail -2
+fi
 if [ -n "${TRAIN_ARGS:-}" ]; then
     LEFT=$(( BUDGET - ($(date +%s) - START) - 40 ))
     WORK=$(echo "$TRAIN_ARGS" | sed -n 's/.*--work-dir \([^ ]*\).*/\1/p')
