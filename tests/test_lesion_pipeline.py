@@ -57,6 +57,26 @@ def test_remove_small_counts_mm3():
     assert remove_small(mask, np.diag([1, 1, 2, 1.0]), 10, probability, 0.0).sum() == 35
 
 
+def test_held_out_metrics_report_their_spread_over_heads():
+    """Per-head lesion metrics of two heads: one found whole, one half found with a false
+    positive; the spread is the sample SD of the per-head values and the worst Dice."""
+    from bids_dl.training.evaluate_lesions import lesion_metrics, spread
+
+    truth = np.zeros((30, 30, 30), bool)
+    truth[5:10, 5:10, 5:10] = True  # 125 mm³
+    half = truth.copy()
+    half[5:10, 5:10, 5:8] = False  # 50 of the 125 voxels
+    half[20:23, 20:23, 20:23] = True  # a false positive of 27 voxels
+    rows = [lesion_metrics(truth, truth, 1.0), lesion_metrics(half, truth, 1.0)]
+    assert rows[0]["dice"] == 1.0 and rows[1]["dice"] == round(2 * 50 / (77 + 125), 4)
+    assert rows[1]["precision"] == 0.5 and rows[1]["f1"] == round(2 * 0.5 / 1.5, 4)
+    result = spread(rows)
+    assert result["dice_min"] == rows[1]["dice"]
+    assert result["dice_sd"] == round(abs(1.0 - rows[1]["dice"]) / np.sqrt(2), 4)
+    assert result["f1_sd"] == round(abs(1.0 - rows[1]["f1"]) / np.sqrt(2), 4)
+    assert spread(rows[:1]) == {"dice_sd": 0.0, "f1_sd": 0.0, "dice_min": 1.0}
+
+
 def test_min_peak_is_chosen_for_lesion_f1_without_losing_dice():
     """The confidence filter with the best F1 wins unless it costs more than the Dice
     tolerance or adds lesion-free volume; ties go to the weaker filter."""

@@ -114,7 +114,10 @@ def _segment_files(segment: Segmenter, flair, t1w, mode: str) -> np.ndarray:
 def synthetic_lesions(segment: Segmenter, labels_dir: Path, cases: int = 3,
                       modes: tuple[str, ...] = tuple(MODES), flair_slice_mm: int | None = None,
                       ) -> dict[str, dict[str, float]]:
-    """Mean metrics per input mode over ``cases`` held-out heads with 15-40 lesions."""
+    """Mean metrics per input mode over ``cases`` held-out heads with 15-40 lesions (head
+    ``case``: held-out label map ``case`` modulo their number, render seed ``case``), with
+    the spread over heads (``dice_sd``, ``f1_sd``: sample standard deviations, 0 for one
+    head) and the worst head's Dice (``dice_min``)."""
     maps, _ = load_label_maps(labels_dir, "heldout")
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
     for case in range(cases):
@@ -130,8 +133,20 @@ def synthetic_lesions(segment: Segmenter, labels_dir: Path, cases: int = 3,
                 results[mode].append(lesion_metrics(predicted, truth_t1w, 1.0))
             else:
                 results[mode].append(lesion_metrics(predicted, truth, voxel))
-    return {mode: {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
+    return {mode: {**{key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]},
+                   **spread(rows)}
             for mode, rows in results.items()}
+
+
+def spread(rows: list[dict]) -> dict[str, float]:
+    """How per-head metrics ``rows`` (from :func:`lesion_metrics`) vary: sample standard
+    deviations of Dice and F1 (0 for one head) and the lowest Dice."""
+    def sd(key: str) -> float:
+        values = [r[key] for r in rows]
+        return round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else 0.0
+
+    return {"dice_sd": sd("dice"), "f1_sd": sd("f1"),
+            "dice_min": round(float(min(r["dice"] for r in rows)), 4)}
 
 
 def synthetic_flair_dice_ratio(segment: Segmenter,
