@@ -72,6 +72,11 @@ def table(metrics: dict) -> str:
     if "thresholds" in metrics:
         used = ", ".join(f"{inputs} {value:.2f}" for inputs, value in metrics["thresholds"].items())
         lines.append(f"\nlesion thresholds (the model card's; 0.5 without one): {used}")
+    if "heads" in metrics:
+        heads = metrics["heads"]
+        lines.append(f"\nheld-out heads: {heads['with_lesions']} with lesions, "
+                     f"{heads['flair_4mm_slices']} with 4 mm FLAIR slices, "
+                     f"{heads['lesion_free_each_set']} lesion-free in each lesion-free set")
     held_out = metrics["synthetic_heldout"]
     if "FLAIR" in held_out and "FLAIR+T1w" in held_out:
         gap = held_out["FLAIR+T1w"]["dice"] - held_out["FLAIR"]["dice"]

@@ -244,16 +244,25 @@ HELDOUT_LESION_CONTRAST = (
     f"{T1W_LESION_TOWARDS_CSF[1]} of the way from WM to CSF")
 
 
+def lesion_free_heads(cases: int) -> int:
+    """Lesion-free heads (each set) measured beside ``cases`` heads with lesions: a third as
+    many, at least 2 (12 -> 4: one per held-out label map)."""
+    return max(2, cases // 3)
+
+
 def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
     FLAIR with 4 mm slices), lesion-free heads (also with lesion mimics: perivascular spaces
     and a choroid plexus, every input mode) and the Colin27 T1w."""
     metrics = {"lesion_contrast": HELDOUT_LESION_CONTRAST,
+               "heads": {"with_lesions": cases, "flair_4mm_slices": max(1, cases - 1),
+                         "lesion_free_each_set": lesion_free_heads(cases)},
                "synthetic_heldout": synthetic_lesions(segment, labels_dir, cases),
                "synthetic_heldout_flair_4mm_slices": synthetic_lesions(
                    segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
-               "lesion_free": lesion_free(segment, labels_dir),
-               "lesion_free_with_mimics": lesion_free_with_mimics(segment, labels_dir)}
+               "lesion_free": lesion_free(segment, labels_dir, lesion_free_heads(cases)),
+               "lesion_free_with_mimics": lesion_free_with_mimics(
+                   segment, labels_dir, lesion_free_heads(cases))}
     try:
         metrics["colin27_t1w_false_positive_ml"] = colin27_t1w_false_positives(segment)
     except FileNotFoundError as error:
