@@ -59,6 +59,11 @@ def table(metrics: dict) -> str:
     free = metrics["lesion_free"]
     lines.append(f"| lesion-free synthetic heads (FLAIR + T1w), target ≤ 0.5 ml | | | | | "
                  f"{free['mean_false_positive_ml']:.2f} (max {free['max_false_positive_ml']:.2f}) |")
+    if "lesion_free_flair_4mm_slices" in metrics:
+        thick = metrics["lesion_free_flair_4mm_slices"]
+        lines.append(f"| lesion-free synthetic heads, FLAIR 4 mm slices + T1w | | | | | "
+                     f"{thick['mean_false_positive_ml']:.2f} "
+                     f"(max {thick['max_false_positive_ml']:.2f}) |")
     mimics = [("lesion_free_with_mimics", "30 perivascular spaces and a choroid plexus"),
               ("lesion_free_with_perivascular_spaces", "30 perivascular spaces")]  # older cards
     for key, what in mimics:

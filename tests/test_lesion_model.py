@@ -23,6 +23,9 @@ FLOORS = {"FLAIR+T1w": 0.65, "FLAIR": 0.55}
 MIN_SENSITIVITY = 0.85
 MIN_FLAIR_ALONE_PRECISION = 0.8
 MAX_LESION_FREE_ML = 0.6
+#: The same head with its FLAIR cut to 4 mm slices (the shipped model leaves 0.61 ml there,
+#: 0.37 ml mean over the card's 4 lesion-free heads; a healthy 4 mm demo FLAIR: 0.76 ml)
+MAX_LESION_FREE_THICK_FLAIR_ML = 1.0
 
 
 def _segment(flair, t1w):
@@ -62,11 +65,13 @@ def test_lesions_found_on_a_held_out_head(labels_dir):
     assert result["FLAIR"]["precision"] >= MIN_FLAIR_ALONE_PRECISION, result
 
 
-def test_little_found_on_a_lesion_free_head(labels_dir):
+@pytest.mark.parametrize("flair_slice_mm, most_ml", [(None, MAX_LESION_FREE_ML),
+                                                     (4, MAX_LESION_FREE_THICK_FLAIR_ML)])
+def test_little_found_on_a_lesion_free_head(labels_dir, flair_slice_mm, most_ml):
     from bids_dl.training.evaluate_lesions import lesion_free
 
-    result = lesion_free(_segment, labels_dir, cases=1)
-    assert result["max_false_positive_ml"] <= MAX_LESION_FREE_ML, result
+    result = lesion_free(_segment, labels_dir, cases=1, flair_slice_mm=flair_slice_mm)
+    assert result["max_false_positive_ml"] <= most_ml, result
 
 
 def test_synthetic_flair_readings(labels_dir, tmp_path):

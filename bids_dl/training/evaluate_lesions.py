@@ -192,14 +192,16 @@ def synthetic_flair_dice_ratio(segment: Segmenter,
                          "single_reading": single}}
 
 
-def lesion_free(segment: Segmenter, labels_dir: Path, cases: int = 2) -> dict[str, float]:
-    """False-positive volume (ml) on held-out heads without lesions, FLAIR + T1w."""
+def lesion_free(segment: Segmenter, labels_dir: Path, cases: int = 2,
+                flair_slice_mm: int | None = None) -> dict[str, float]:
+    """False-positive volume (ml) on held-out heads without lesions, FLAIR + T1w (the FLAIR
+    with thick axial slices when ``flair_slice_mm``; the same heads either way)."""
     maps, _ = load_label_maps(labels_dir, "heldout")
     volumes = []
     for case in range(cases):
         labels = maps[case % len(maps)]
         flair, t1w, _, _ = render_case(labels, LesionAnatomy.from_labels(labels), 100 + case,
-                                       0)
+                                       0, flair_slice_mm)
         predicted = _segment_files(segment, flair, t1w, "FLAIR+T1w")
         volumes.append(float(predicted.sum()) * abs(np.linalg.det(flair.affine[:3, :3])) / 1000)
     return {"mean_false_positive_ml": round(float(np.mean(volumes)), 3),
@@ -252,8 +254,8 @@ def lesion_free_heads(cases: int) -> int:
 
 def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
-    FLAIR with 4 mm slices), lesion-free heads (also with lesion mimics: perivascular spaces
-    and a choroid plexus, every input mode) and the Colin27 T1w."""
+    FLAIR with 4 mm slices), lesion-free heads (also with 4 mm FLAIR slices, and with lesion
+    mimics: perivascular spaces and a choroid plexus, every input mode) and the Colin27 T1w."""
     metrics = {"lesion_contrast": HELDOUT_LESION_CONTRAST,
                "heads": {"with_lesions": cases, "flair_4mm_slices": max(1, cases - 1),
                          "lesion_free_each_set": lesion_free_heads(cases)},
@@ -261,6 +263,8 @@ def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
                "synthetic_heldout_flair_4mm_slices": synthetic_lesions(
                    segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
                "lesion_free": lesion_free(segment, labels_dir, lesion_free_heads(cases)),
+               "lesion_free_flair_4mm_slices": lesion_free(
+                   segment, labels_dir, lesion_free_heads(cases), flair_slice_mm=4),
                "lesion_free_with_mimics": lesion_free_with_mimics(
                    segment, labels_dir, lesion_free_heads(cases))}
     try:
