@@ -7,7 +7,8 @@ healthy Colin27 T1w (real, held out).
 
 ``--cases``: held-out heads with lesions (12, the default, is 3 renderings of each of the 4
 held-out label maps; the card held 3 until 2026-12-06, whose per-head spread was too wide to
-tell a 0.05 gap from noise); the FLAIR 4 mm set uses one fewer.
+tell a 0.05 gap from noise); the FLAIR 4 mm set uses one fewer. About 12 min on 2 CPU cores
+(TensorFlow) with 12.
 
 ``--write-card`` stores the metrics in the model card of ``--model-dir`` (and its sha256
 stays valid: the card is not hashed); ``--from-card`` prints the stored ones.
