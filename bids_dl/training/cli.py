@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .data import SMALL_LESION_REFERENCE
-from .train import Recipe
+from .train import Recipe, checked_input_rates
 
 #: Recipe defaults that differ per task (lesions: 64³ patches of the 1.5 mm lesion grid
 #: throughout; the model then runs on 64³ tiles, so that its normalisation statistics match).
@@ -156,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         recipe.synthetic_flair_model = get_entry("contrast-synthesis").read_card().get("sha256")
     if recipe.blob_loss and recipe.small_lesion_weight > 0:
         raise SystemExit("--blob-loss and --small-lesion-weight cannot be combined")
-    if recipe.input_rates is not None and (min(recipe.input_rates) < 0
-                                           or sum(recipe.input_rates) > 1):
-        raise SystemExit("--input-rates P_FLAIR P_T1W: two chances of at least 0 whose sum "
-                         "is at most 1")
+    if recipe.input_rates is not None:
+        try:
+            checked_input_rates(recipe.input_rates)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
     if recipe.blob_flair_only and not recipe.blob_loss:
         raise SystemExit("--blob-flair-only needs --blob-loss")
     if recipe.blob_loss:

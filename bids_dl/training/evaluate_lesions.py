@@ -256,17 +256,17 @@ def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
     FLAIR with 4 mm slices), lesion-free heads (also with 4 mm FLAIR slices, and with lesion
     mimics: perivascular spaces and a choroid plexus, every input mode) and the Colin27 T1w."""
+    thick, free = max(1, cases - 1), lesion_free_heads(cases)
     metrics = {"lesion_contrast": HELDOUT_LESION_CONTRAST,
-               "heads": {"with_lesions": cases, "flair_4mm_slices": max(1, cases - 1),
-                         "lesion_free_each_set": lesion_free_heads(cases)},
+               "heads": {"with_lesions": cases, "flair_4mm_slices": thick,
+                         "lesion_free_each_set": free},
                "synthetic_heldout": synthetic_lesions(segment, labels_dir, cases),
                "synthetic_heldout_flair_4mm_slices": synthetic_lesions(
-                   segment, labels_dir, max(1, cases - 1), ("FLAIR+T1w",), 4),
-               "lesion_free": lesion_free(segment, labels_dir, lesion_free_heads(cases)),
-               "lesion_free_flair_4mm_slices": lesion_free(
-                   segment, labels_dir, lesion_free_heads(cases), flair_slice_mm=4),
-               "lesion_free_with_mimics": lesion_free_with_mimics(
-                   segment, labels_dir, lesion_free_heads(cases))}
+                   segment, labels_dir, thick, ("FLAIR+T1w",), 4),
+               "lesion_free": lesion_free(segment, labels_dir, free),
+               "lesion_free_flair_4mm_slices": lesion_free(segment, labels_dir, free,
+                                                           flair_slice_mm=4),
+               "lesion_free_with_mimics": lesion_free_with_mimics(segment, labels_dir, free)}
     try:
         metrics["colin27_t1w_false_positive_ml"] = colin27_t1w_false_positives(segment)
     except FileNotFoundError as error:

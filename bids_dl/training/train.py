@@ -193,6 +193,16 @@ def initialise_lesion_branch(model, path: Path, input_channel: int = 1) -> int:
                          input_channel, "the lesion branch")
 
 
+def checked_input_rates(input_rates) -> tuple[float, float]:
+    """``(P_FLAIR, P_T1W)``, the chances of FLAIR alone and T1w alone, as floats; raises
+    ValueError unless both are at least 0 and their sum is at most 1."""
+    flair_only, t1w_only = (float(rate) for rate in input_rates)
+    if min(flair_only, t1w_only) < 0 or flair_only + t1w_only > 1:
+        raise ValueError(f"--input-rates {flair_only:g} {t1w_only:g}: two chances of at "
+                         "least 0 whose sum is at most 1")
+    return flair_only, t1w_only
+
+
 def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False,
                patch_on_lesion: float | None = None, grid_spacing: float | None = None,
                synthetic_flair: float = 0.0,
@@ -209,12 +219,9 @@ def make_heads(task: str, maps: list, patch: int | None, pooled: bool = False,
         raise ValueError("--synthetic-flair is for pooled lesion segmentation (--pool N)")
     rates = {}
     if input_rates is not None:
-        flair_only, t1w_only = (float(rate) for rate in input_rates)
         if task != "lesion-segmentation":
             raise ValueError(f"--input-rates is for lesion segmentation, not {task}")
-        if min(flair_only, t1w_only) < 0 or flair_only + t1w_only > 1:
-            raise ValueError(f"--input-rates {flair_only:g} {t1w_only:g}: two chances of at "
-                             "least 0 whose sum is at most 1")
+        flair_only, t1w_only = checked_input_rates(input_rates)
         rates = {"p_flair_only": flair_only, "p_t1w_only": t1w_only}
     if task == "lesion-segmentation":
         from ..synth.lesion_generator import LesionConfig, LesionHeads, lesion_geometry
