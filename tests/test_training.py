@@ -681,6 +681,60 @@ def test_synthetic_flair_option_needs_a_pool(labels_dir, tmp_path):
         main([*base, "--synthetic-flair", "1.5", "--pool", "2"])
     with pytest.raises(SystemExit, match="--blob-loss"):
         main([*base, "--blob-flair-only", "--pool", "2"])
+    with pytest.raises(SystemExit, match="--blob-loss"):
+        main([*base, "--blob-thin-flair-only", "--pool", "2"])
     with pytest.raises(SystemExit, match="--input-rates"):
         main([*base, "--input-rates", "0.7", "0.4"])
     assert not (tmp_path / "run").exists()
+
+
+def test_blob_loss_on_thin_flairs_only(tmp_path):
+    """A lesion sample records whether its FLAIR was rendered with thick slices: flagged,
+    it is the rendering that thick slices would give (p_thick_flair 1), unflagged the one
+    without (0), from the same seed; the flag survives the pool and the patch. With
+    --blob-thin-flair-only the per-lesion loss's channels are zeros in patches whose FLAIR
+    is thick-sliced (as in those without an acquired FLAIR) and kept in the others."""
+    import nibabel as nib
+
+    from bids_dl.synth.demo import LABELS_FILE
+    from bids_dl.synth.lesion_generator import LesionConfig, LesionHeads, lesion_geometry
+    from bids_dl.training import data
+    from bids_dl.training.pool import PatchPool
+
+    labels = np.asarray(nib.load(str(LABELS_FILE)).dataobj)
+
+    heads = LesionHeads([labels])  # one generator: its lesion anatomy is made once
+    coarse = lesion_geometry(LesionConfig().geometry, 3.0)  # 56 x 64 x 56: fast
+
+    def render(p_thick: float, seed: int):
+        heads.config = LesionConfig(geometry=coarse, p_thick_flair=p_thick)
+        return heads.sample(seed, present=(True, True))
+
+    flags = []
+    for seed in range(4):
+        sample = render(0.5, seed)
+        flags.append(sample.flair_thick)
+        forced, other = (1.0, 0.0) if sample.flair_thick else (0.0, 1.0)
+        assert np.array_equal(sample.image, render(forced, seed).image)
+        assert not np.allclose(sample.image[0], render(other, seed).image[0])
+    assert set(flags) == {True, False}, flags
+
+    heads.config = LesionConfig(geometry=coarse, p_thick_flair=0.5, leave_out_in_crop=True)
+    pool = PatchPool(heads, tmp_path / "pool", 4, seed=4, patch=24)  # 2 thick, 2 thin
+    thick = {bool(pool.entry(i).flair_thick) for i in range(4)}
+    data._init_worker(pool)
+    seen = {"thin": 0, "thick": 0, "none": 0}
+    for step in range(30):
+        samples = [pool.sample((4, step, i)) for i in range(2)]
+        _, masks = data.make_batch((4, step, 2, 1, 0.0, True, True, True))
+        _, unfiltered = data.make_batch((4, step, 2, 1, 0.0, True, False, False))
+        for sample, mask, full in zip(samples, masks, unfiltered):
+            kind = ("none" if not data.has_acquired_flair(sample)
+                    else "thick" if sample.flair_thick else "thin")
+            assert data.has_thin_flair(sample) == (kind == "thin")
+            if kind == "thin":
+                assert np.array_equal(mask[-2:], full[-2:])
+            else:
+                assert not mask[-2:].any()
+            seen[kind] += int(full[-2].any())
+    assert thick == {True, False} and all(seen.values()), (thick, seen)

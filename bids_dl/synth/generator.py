@@ -106,10 +106,13 @@ def sample_coordinates(
 
 
 def degrade_resolution(image: np.ndarray, rng: np.random.Generator, config: GeneratorConfig,
-                       ) -> np.ndarray:
+                       thick: bool | None = None) -> np.ndarray:
     """Blur; with probability ``p_thick_slices`` simulate thick slices along one random axis
-    (Gaussian slice profile, subsampled then linearly interpolated back)."""
-    if rng.random() < config.p_thick_slices:
+    (Gaussian slice profile, subsampled then linearly interpolated back). ``thick``: that
+    choice, already drawn by the caller (``rng.random() < p_thick_slices``, the same draw)."""
+    if thick is None:
+        thick = bool(rng.random() < config.p_thick_slices)
+    if thick:
         axis = int(rng.integers(3))
         thickness = rng.uniform(2 * config.spacing, config.max_slice_thickness)
         factor = thickness / config.spacing

@@ -92,6 +92,9 @@ class LesionSample:
     synthetic_flair: np.ndarray | None = None
     #: True when the FLAIR channel holds the synthetic FLAIR (a pooled training patch)
     flair_is_synthetic: bool = False
+    #: True when the FLAIR was rendered with thick slices (3-7 mm along one axis), where
+    #: lesions of a few voxels do not show
+    flair_thick: bool = False
 
     def __post_init__(self):
         self.present = tuple(bool(v) for v in self.present)  # also from a stored array
@@ -163,21 +166,23 @@ class LesionHeads(HeadsWithLesions):
                                        for name in TARGETS[1:]]
         if present is None:
             present = (True, True) if config.leave_out_in_crop else self.draw_inputs(rng)
-        channels = []
+        channels, thick = [], {}
         for contrast, kept in zip(CHANNELS, present):
-            image = self._render(grid_labels, fraction, contrast, rng)
+            image, thick[contrast] = self._render(grid_labels, fraction, contrast, rng)
             channels.append(image if kept else np.zeros_like(image))
         image = normalise_channels(np.stack(channels), brain)
         sample = LesionSample(image, np.stack(targets).astype(np.uint8),
-                              brain.astype(np.uint8), tuple(present), affine)
+                              brain.astype(np.uint8), tuple(present), affine,
+                              flair_thick=thick["FLAIR"])
         if not config.patch:
             return [sample]
         return [self.crop(sample, config.patch, rng) for _ in range(patches)]
 
     def _render(self, grid_labels: np.ndarray, lesion_fraction: np.ndarray, contrast: str,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         """One contrast of the head on the model grid (label means, partial volume at tissue
-        edges, lesions, texture, bias, resolution, noise, gamma), float32 scaled to max 1."""
+        edges, lesions, texture, bias, resolution, noise, gamma), float32 scaled to max 1, and
+        whether it was given thick slices."""
         config = self.config
         means = label_intensities(contrast, rng)
         image = ndimage.gaussian_filter(means[grid_labels].astype(np.float32), 0.5)
@@ -189,10 +194,11 @@ class LesionHeads(HeadsWithLesions):
         image *= np.exp(rng.uniform(0, config.geometry.max_bias) * smooth_noise(shape, rng, 4))
         thick = config.p_thick_flair if contrast == "FLAIR" else config.p_thick_t1w
         geometry = replace(config.geometry, p_thick_slices=thick)
-        image = degrade_resolution(image, rng, geometry)
+        thick_slices = bool(rng.random() < thick)  # degrade_resolution's own draw
+        image = degrade_resolution(image, rng, geometry, thick_slices)
         image = add_noise(image / max(float(image.max()), 1e-6), rng, geometry)
         image = np.clip(image, 0, None) ** np.exp(rng.uniform(-0.2, 0.2))
-        return image.astype(np.float32)
+        return image.astype(np.float32), thick_slices
 
 
 def crop_patch(sample: LesionSample, patch: int | None, rng: np.random.Generator,
@@ -208,7 +214,8 @@ def crop_patch(sample: LesionSample, patch: int | None, rng: np.random.Generator
     box, affine = random_cube(pool, sample.brain.shape, patch, rng, sample.affine)
     synthetic = None if sample.synthetic_flair is None else sample.synthetic_flair[box]
     return LesionSample(sample.image[(slice(None), *box)], sample.mask[(slice(None), *box)],
-                        sample.brain[box], sample.present, affine, synthetic)
+                        sample.brain[box], sample.present, affine, synthetic,
+                        flair_thick=bool(sample.flair_thick))
 
 
 def leave_out(sample: LesionSample, present: tuple[bool, bool]) -> LesionSample:

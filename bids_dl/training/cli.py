@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="with --blob-loss: score the per-lesion term only in patches "
                                   "with an acquired FLAIR (not T1w alone or a synthetic FLAIR, "
                                   "where small lesions do not show)")
+            sub.add_argument("--blob-thin-flair-only", action="store_true",
+                             help="with --blob-loss: score the per-lesion term only in patches "
+                                  "with an acquired FLAIR without thick slices (where lesions "
+                                  "of a few voxels show)")
             sub.add_argument("--input-rates", type=float, nargs=2, default=None,
                              metavar=("P_FLAIR", "P_T1W"),
                              help="chances that a training sample keeps the FLAIR alone and "
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         grid_spacing=getattr(args, "grid_spacing", None),
         blob_loss=getattr(args, "blob_loss", False),
         blob_flair_only=getattr(args, "blob_flair_only", False),
+        blob_thin_flair_only=getattr(args, "blob_thin_flair_only", False),
         synthetic_flair=getattr(args, "synthetic_flair", 0.0),
         input_rates=(tuple(args.input_rates) if getattr(args, "input_rates", None)
                      else None),
@@ -163,9 +168,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(str(error)) from None
     if recipe.blob_flair_only and not recipe.blob_loss:
         raise SystemExit("--blob-flair-only needs --blob-loss")
+    if recipe.blob_thin_flair_only and not recipe.blob_loss:
+        raise SystemExit("--blob-thin-flair-only needs --blob-loss")
     if recipe.blob_loss:
         recipe.loss += "; plus the mean soft Dice of each lesion on its own (blob loss)"
-        if recipe.blob_flair_only:
+        if recipe.blob_thin_flair_only:
+            recipe.loss += ", scored only in patches with an acquired FLAIR without thick slices"
+        elif recipe.blob_flair_only:
             recipe.loss += ", scored only in patches with an acquired FLAIR"
     if recipe.small_lesion_weight > 0:
         recipe.loss += (f"; small lesions' cross-entropy weighted by ({SMALL_LESION_REFERENCE} "

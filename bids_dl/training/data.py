@@ -82,9 +82,15 @@ def has_acquired_flair(sample) -> bool:
     return bool(present[0]) and not getattr(sample, "flair_is_synthetic", False)
 
 
+def has_thin_flair(sample) -> bool:
+    """Whether a lesion training sample's FLAIR is acquired (:func:`has_acquired_flair`) and
+    without thick slices: the input where lesions of a few voxels show."""
+    return has_acquired_flair(sample) and not bool(getattr(sample, "flair_thick", False))
+
+
 def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Batch ``(seed, step, batch_size, patches_per_head[, small_lesion_weight[, blob_loss[,
-    blob_flair_only]]])``
+    blob_flair_only[, blob_thin_flair_only]]]])``
     -> image
     ``(batch, channels, x, y, z)`` and masks ``(batch, targets, x, y, z)`` arrays
     (channels-first) as float32; a pure function of its arguments. Generators that can cut
@@ -95,11 +101,14 @@ def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     (:func:`lesion_instances`) for
     :func:`~bids_dl.training.losses.blob_dice_bce_loss`; with ``blob_flair_only`` they are
     zeros (no lesion scored on its own) in patches without an acquired FLAIR (T1w alone, or
-    the synthetic FLAIR), whose small lesions the image cannot show."""
+    the synthetic FLAIR), whose small lesions the image cannot show; with
+    ``blob_thin_flair_only`` also in patches whose FLAIR has thick slices
+    (:func:`has_thin_flair`)."""
     seed, step, batch_size, per_head = args[:4]
     small_lesion_weight = args[4] if len(args) > 4 else 0.0
     blob_loss = bool(args[5]) if len(args) > 5 else False
     blob_flair_only = bool(args[6]) if len(args) > 6 else False
+    blob_thin_flair_only = bool(args[7]) if len(args) > 7 else False
     samples = []
     if per_head > 1 and hasattr(_HEADS, "samples"):
         head = 0
@@ -119,9 +128,10 @@ def make_batch(args: tuple) -> tuple[np.ndarray, np.ndarray]:
         from .losses import BLOB_RADIUS, MAX_BLOBS
 
         instances = np.stack([lesion_instances(m[0], MAX_BLOBS, BLOB_RADIUS) for m in masks])
-        if blob_flair_only:
+        if blob_flair_only or blob_thin_flair_only:
+            scored = has_thin_flair if blob_thin_flair_only else has_acquired_flair
             for sample, blobs in zip(samples, instances):
-                if not has_acquired_flair(sample):
+                if not scored(sample):
                     blobs[:] = 0
         masks = np.concatenate([masks, instances], axis=1)
     return images, masks
@@ -134,16 +144,18 @@ class BatchStream:
     def __init__(self, heads: SyntheticHeads, seed: int, start: int, stop: int,
                  batch_size: int = 1, workers: int = 1, prefetch: int = 3,
                  patches_per_head: int = 1, small_lesion_weight: float = 0.0,
-                 blob_loss: bool = False, blob_flair_only: bool = False):
+                 blob_loss: bool = False, blob_flair_only: bool = False,
+                 blob_thin_flair_only: bool = False):
         self.heads, self.seed, self.patches_per_head = heads, seed, patches_per_head
         self.small_lesion_weight, self.blob_loss = small_lesion_weight, blob_loss
-        self.blob_flair_only = blob_flair_only
+        self.blob_flair_only, self.blob_thin_flair_only = blob_flair_only, blob_thin_flair_only
         self.start, self.stop, self.batch_size, self.workers = start, stop, batch_size, workers
         self.prefetch = max(prefetch, workers)
 
     def __iter__(self):
         jobs = [(self.seed, step, self.batch_size, self.patches_per_head,
-                 self.small_lesion_weight, self.blob_loss, self.blob_flair_only)
+                 self.small_lesion_weight, self.blob_loss, self.blob_flair_only,
+                 self.blob_thin_flair_only)
                 for step in range(self.start, self.stop)]
         if self.workers <= 0:
             _init_worker(self.heads)

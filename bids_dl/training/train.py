@@ -59,6 +59,9 @@ class Recipe:
     #: (small lesions that a T1w alone, or a FLAIR synthesised from it, cannot show are not
     #: asked for there; the pooled Dice and cross-entropy still apply)
     blob_flair_only: bool = False
+    #: ... and only in patches whose FLAIR has no thick slices (where lesions of a few voxels
+    #: show; half the rendered FLAIRs have 3-7 mm slices)
+    blob_thin_flair_only: bool = False
     #: Lesion segmentation, pooled: chance that a FLAIR + T1w patch reads the shipped
     #: synthesis model's FLAIR of the head's T1w instead of its FLAIR
     #: (:mod:`bids_dl.training.synthetic_inputs`; 0: never)
@@ -310,7 +313,8 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
                              patches_per_head=recipe.patches_per_head if patch and not pooled
                              else 1, small_lesion_weight=recipe.small_lesion_weight,
                              blob_loss=recipe.blob_loss,
-                             blob_flair_only=recipe.blob_flair_only)
+                             blob_flair_only=recipe.blob_flair_only,
+                             blob_thin_flair_only=recipe.blob_thin_flair_only)
         tic = time.time()
         for step, (images, masks) in enumerate(stream, start=max(start, phase_start)):
             rate = recipe.learning_rate_at(step)
