@@ -292,7 +292,7 @@ def test_lesion_samples_render_perivascular_spaces_like_csf(head, monkeypatch):
     white = (plain == LABELS["cerebral_wm"]) & ~ndimage.binary_dilation(changed, iterations=2)
     lesion = fraction >= 0.9
     for contrast in ("FLAIR", "T1w"):
-        image = heads._render(with_spaces, fraction, contrast, np.random.default_rng(1))
+        image, _ = heads._render(with_spaces, fraction, contrast, np.random.default_rng(1))
         assert image[changed].mean() < 0.9 * np.median(image[white]), contrast
         if contrast == "FLAIR" and lesion.any():
             assert image[lesion].mean() > np.median(image[white]) > image[changed].mean()
@@ -369,7 +369,7 @@ def test_lesion_samples_render_choroid_plexus_grey_matter_like(head, monkeypatch
     for contrast in ("FLAIR", "T1w"):
         ratios = []  # plexus / white matter over five random intensity draws
         for seed in range(5):
-            image = heads._render(shown, fraction, contrast, np.random.default_rng(seed))
+            image, _ = heads._render(shown, fraction, contrast, np.random.default_rng(seed))
             assert image[inside].mean() > 1.2 * np.median(image[csf]), contrast
             ratios.append(image[inside].mean() / np.median(image[white]))
         if contrast == "T1w":
