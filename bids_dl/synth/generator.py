@@ -105,13 +105,19 @@ def sample_coordinates(
     return voxels.reshape(3, *config.out_shape).astype(np.float32), affine
 
 
+def draw_thick_slices(rng: np.random.Generator, config: GeneratorConfig) -> bool:
+    """Whether :func:`degrade_resolution` gives an image thick slices (chance
+    ``p_thick_slices``): its first draw, for callers that need to know the choice."""
+    return bool(rng.random() < config.p_thick_slices)
+
+
 def degrade_resolution(image: np.ndarray, rng: np.random.Generator, config: GeneratorConfig,
                        thick: bool | None = None) -> np.ndarray:
     """Blur; with probability ``p_thick_slices`` simulate thick slices along one random axis
     (Gaussian slice profile, subsampled then linearly interpolated back). ``thick``: that
-    choice, already drawn by the caller (``rng.random() < p_thick_slices``, the same draw)."""
+    choice, already drawn by the caller with :func:`draw_thick_slices`."""
     if thick is None:
-        thick = bool(rng.random() < config.p_thick_slices)
+        thick = draw_thick_slices(rng, config)
     if thick:
         axis = int(rng.integers(3))
         thickness = rng.uniform(2 * config.spacing, config.max_slice_thickness)

@@ -24,6 +24,7 @@ from .generator import (
     GeneratorConfig,
     add_noise,
     degrade_resolution,
+    draw_thick_slices,
     random_cube,
 )
 from .labels import LABELS, brain_mask
@@ -192,9 +193,9 @@ class LesionHeads(HeadsWithLesions):
         shape = config.geometry.out_shape
         image *= 1.0 + rng.uniform(0, 0.08) * smooth_noise(shape, rng, 24)
         image *= np.exp(rng.uniform(0, config.geometry.max_bias) * smooth_noise(shape, rng, 4))
-        thick = config.p_thick_flair if contrast == "FLAIR" else config.p_thick_t1w
-        geometry = replace(config.geometry, p_thick_slices=thick)
-        thick_slices = bool(rng.random() < thick)  # degrade_resolution's own draw
+        p_thick = config.p_thick_flair if contrast == "FLAIR" else config.p_thick_t1w
+        geometry = replace(config.geometry, p_thick_slices=p_thick)
+        thick_slices = draw_thick_slices(rng, geometry)
         image = degrade_resolution(image, rng, geometry, thick_slices)
         image = add_noise(image / max(float(image.max()), 1e-6), rng, geometry)
         image = np.clip(image, 0, None) ** np.exp(rng.uniform(-0.2, 0.2))
