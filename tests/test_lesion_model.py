@@ -30,12 +30,10 @@ MAX_LESION_FREE_THICK_FLAIR_ML = 1.0
 
 def _segment(flair, t1w):
     """The mask of the shipped path, checked to be the card's threshold calibrated for these
-    inputs applied to the probability map (small components, those below the card's
-    minimum peak probability and those the card's anatomy filter drops removed)."""
-    from bids_dl.models.lesion_filters import remove_cortical
+    inputs applied to the probability map (small components and those below the card's
+    minimum peak probability removed)."""
     from bids_dl.models.lesion_segmentation import (
         MIN_LESION_MM3,
-        card_max_cortex_shell,
         card_min_peak,
         card_threshold,
         input_set,
@@ -49,12 +47,9 @@ def _segment(flair, t1w):
     inputs = input_set(flair is not None, t1w is not None)
     threshold = card_threshold(card, inputs)
     assert result.threshold == threshold and result.min_peak == card_min_peak(card, inputs)
-    assert result.max_cortex_shell == card_max_cortex_shell(card, inputs)
     probability = np.asarray(result.probseg.dataobj)
     expected = remove_small(probability > threshold, result.mask.affine, MIN_LESION_MM3,
                             probability, result.min_peak)
-    expected = remove_cortical(expected, result.mask.affine, result.structures,
-                               result.max_cortex_shell)
     mask = np.asarray(result.mask.dataobj) > 0
     assert np.array_equal(mask, expected)
     return mask
@@ -90,7 +85,6 @@ def test_synthetic_flair_readings(labels_dir, tmp_path):
     synthetic FLAIR is on its T1w's grid)."""
     import nibabel as nib
 
-    from bids_dl.models.lesion_filters import remove_cortical
     from bids_dl.models.lesion_segmentation import (
         MIN_LESION_MM3,
         SYNTHETIC_FLAIR_READINGS,
@@ -150,6 +144,4 @@ def test_synthetic_flair_readings(labels_dir, tmp_path):
     assert shipped.min_peak == card_min_peak(card, SYNTHETIC_FLAIR_SET)
     expected = remove_small(probability(shipped) > threshold, flair.affine, MIN_LESION_MM3,
                             probability(shipped), shipped.min_peak)
-    expected = remove_cortical(expected, flair.affine, shipped.structures,
-                               shipped.max_cortex_shell)
     assert np.array_equal(np.asarray(shipped.mask.dataobj) > 0, expected)

@@ -92,52 +92,6 @@ def test_min_peak_is_chosen_for_lesion_f1_without_losing_dice():
     assert choose_min_peak([row(0.0, 0.7, 0.7), row(0.7, 0.7, 0.8, free=0.2)]) == 0.0
 
 
-def test_anatomy_filter_is_chosen_like_the_confidence_filter():
-    """The cortex-shell share with the best F1 wins within the Dice tolerance and without
-    more lesion-free volume; ties go to the weaker filter (the larger share)."""
-    from bids_dl.training.calibrate_lesions import DICE_TOLERANCE, choose_max_cortex_shell
-
-    def row(share, dice, f1, free=0.1):
-        return {"max_cortex_shell": share, "dice": dice, "f1": f1, "lesion_free_ml": free}
-
-    rows = [row(1.0, 0.77, 0.81), row(0.5, 0.77, 0.81), row(0.4, 0.77, 0.82),
-            row(0.3, 0.77, 0.82), row(0.2, 0.77 - 2 * DICE_TOLERANCE, 0.85)]
-    assert choose_max_cortex_shell(rows) == 0.4
-    assert choose_max_cortex_shell([row(1.0, 0.7, 0.7), row(0.3, 0.7, 0.7)]) == 1.0
-    assert choose_max_cortex_shell([row(1.0, 0.7, 0.7), row(0.3, 0.7, 0.8, free=0.2)]) == 1.0
-
-
-def test_anatomy_filter_drops_lesions_inside_the_cortex_and_keeps_juxtacortical_ones():
-    """A component inside a cortical ribbon (its shell all cortex) is dropped; one in the
-    white matter touching the ribbon on one side, and one far from it, are kept; shares are
-    read in mm on anisotropic grids; the filter is off at 1 or without structure outputs."""
-    from bids_dl.models.lesion_filters import cortex_shell_fractions, remove_cortical
-
-    shape = (40, 40, 40)
-    cortex = np.zeros(shape, bool)
-    cortex[:, :, 28:34] = True  # a 6-voxel ribbon along z
-    mask = np.zeros(shape, bool)
-    mask[8:11, 8:11, 30:32] = True  # inside the ribbon
-    mask[20:23, 20:23, 25:28] = True  # white matter next to it
-    mask[30:33, 8:11, 8:11] = True  # deep white matter
-
-    def structures(box):
-        return np.zeros(cortex[box].shape, bool), cortex[box], np.zeros(cortex[box].shape, bool)
-
-    for zooms in ((1.0, 1.0, 1.0), (1.0, 1.0, 2.0)):  # thick slices: 2 mm is one voxel in z
-        affine = np.diag([*zooms, 1.0])
-        labels, shares = cortex_shell_fractions(mask, affine, structures)
-        by_place = {place: shares[labels[place] - 1] for place in
-                    ((9, 9, 30), (21, 21, 26), (31, 9, 9))}
-        assert by_place[9, 9, 30] > 0.9 and by_place[31, 9, 9] == 0.0
-        assert 0.05 < by_place[21, 21, 26] < 0.4  # the ribbon on one side only
-        kept = remove_cortical(mask, affine, structures, 0.4)
-        assert not kept[9, 9, 30] and kept[21, 21, 26] and kept[31, 9, 9]
-        assert kept.sum() == mask.sum() - 18
-    assert np.array_equal(remove_cortical(mask, np.eye(4), structures, 1.0), mask)
-    assert np.array_equal(remove_cortical(mask, np.eye(4), None, 0.2), mask)
-
-
 def _image(relpath: str, suffix: str, **entities) -> AnatImage:
     return AnatImage(f"/data/{relpath}", suffix, tuple(entities.items()), relpath)
 
@@ -222,10 +176,6 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
     assert result["threshold"] == 0.55
     assert result["thresholds"] == {"FLAIR+T1w": 0.55, "FLAIR": 0.65, "T1w": 0.55}
     assert result["min_peaks"] == {"FLAIR+T1w": 0.0, "FLAIR": 0.0, "T1w": 0.0}  # all perfect
-    # no structure outputs given: the anatomy filter changes nothing and stays off
-    assert result["max_cortex_shells"] == {"FLAIR+T1w": 1.0, "FLAIR": 1.0, "T1w": 1.0}
-    shell_rows = result["per_input"]["FLAIR+T1w"]["per_max_cortex_shell"]
-    assert [r["max_cortex_shell"] for r in shell_rows] == list(calibrate_lesions.MAX_CORTEX_SHELLS)
     peak_rows = result["per_input"]["FLAIR+T1w"]["per_min_peak"]
     assert [r["min_peak"] for r in peak_rows] == list(calibrate_lesions.MIN_PEAKS)
     assert peak_rows[1]["dice"] == 1.0 and peak_rows[-1]["dice"] == 0.0  # 0.6 kept, 0.9 not
@@ -362,11 +312,6 @@ def test_methods_text_states_the_thresholds_inference_uses():
     assert ("smaller than 10 mm3 or whose peak probability was below 0.80 (FLAIR + T1w), "
             "0.70 (FLAIR alone), 0.00 (T1w alone) were removed") in methods_text(
         {"lesion-segmentation": filtered}, ["FLAIR"])
-    assert "cortex output" not in text  # no anatomy filter in this card
-    anatomy = {**card, "max_cortex_shells": {"FLAIR+T1w": 0.4, "FLAIR": 1.0, "T1w": 0.3}}
-    assert ("Lesions whose surroundings (the 2 mm around them) lay more than 40% (FLAIR + T1w), "
-            "30% (T1w alone) in the model's cortex output were removed as cortex.") in (
-        methods_text({"lesion-segmentation": anatomy}, ["FLAIR"]))
     synthetic = {**card, "thresholds": {**card["thresholds"], "synthetic FLAIR+T1w": 0.4}}
     text = methods_text({"lesion-segmentation": synthetic, "contrast-synthesis": {}}, ["T1w"])
     assert ("mean of the model's outputs for the synthetic FLAIR + T1w and for the T1w alone, "

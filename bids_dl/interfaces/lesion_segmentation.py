@@ -67,8 +67,6 @@ class LesionSegmentation(SimpleInterface):
                       "Threshold": result.threshold,
                       **({"MinimumPeakProbability": result.min_peak}
                          if result.min_peak else {}),
-                      **({"MaximumCortexShellFraction": result.max_cortex_shell}
-                         if result.max_cortex_shell < 1 else {}),
                       "Inputs": sorted(result.inputs), "Registration": result.registration,
                       **({"SyntheticInputs": synthetic} if synthetic else {}),
                       **({"ProbabilityReading": result.reading} if result.reading else {}),

@@ -19,6 +19,7 @@ import csv
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,6 @@ from ..utils.io import (
 from ..utils.resample import resample_to_grid
 from .engine import GridSpec, InferenceEngine, brain_grid
 from .grid import LESION_SPACING, lesion_grid_shape, normalise_in_mask
-from .lesion_filters import NO_CORTEX_FILTER, StructureSource, remove_cortical
 
 TASK = "lesion-segmentation"
 THRESHOLD = 0.5  # without a calibrated threshold in the model card
@@ -98,13 +98,9 @@ class LesionResult:
     model: dict
     threshold: float = THRESHOLD
     min_peak: float = 0.0  # lesions whose peak probability is below it were dropped
-    #: lesions whose 2 mm shell lay more than this inside the cortex output were dropped
-    max_cortex_shell: float = NO_CORTEX_FILTER
     warnings: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     reading: str | None = None  # how the probability was made, when not one model pass
-    #: the model's ventricle, cortex and infratentorial outputs for a native-grid box
-    structures: StructureSource | None = field(default=None, repr=False)
 
     def write(self, out_prefix: str | os.PathLike) -> list[Path]:
         """``<prefix>_mask.nii.gz``, ``_probseg.nii.gz`` and ``_lesions.tsv`` (all or none)."""
@@ -138,6 +134,7 @@ def check_pair(flair: str | os.PathLike, t1w: str | os.PathLike) -> None:
 
 
 #: ``box -> (ventricles, cortex, infratentorial)`` boolean masks of a native-grid box (slices).
+StructureSource = Callable[[tuple[slice, ...]], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
@@ -311,12 +308,6 @@ def synthetic_flair_card(card: dict) -> dict:
     return verified_synthetic_flair_card(card) or card
 
 
-def card_max_cortex_shell(card: dict, inputs: str) -> float:
-    """The lesion-wise anatomy filter the card calibrated for ``inputs``
-    (``max_cortex_shells[inputs]``, :mod:`~bids_dl.models.lesion_filters`; 1: none)."""
-    return float(card.get("max_cortex_shells", {}).get(inputs, NO_CORTEX_FILTER))
-
-
 def card_grid_spacing(card: dict) -> float:
     """The lesion grid's spacing (mm) a model was trained on: its card's
     ``input.spacing_mm``, else :data:`~bids_dl.models.grid.LESION_SPACING`."""
@@ -390,7 +381,6 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     if threshold is None:
         threshold = card_threshold(card, inputs)
     min_peak = card_min_peak(card, inputs)
-    max_cortex_shell = card_max_cortex_shell(card, inputs)
     used = device_in_use(device)
     spacing = card_grid_spacing(card) if grid_spacing is None else float(grid_spacing)
     engine = InferenceEngine(model, GridSpec(lesion_grid_shape(spacing), spacing))
@@ -426,9 +416,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
                                            ref_image.affine), 0, 1)
     mask = remove_small(probability > threshold, ref_image.affine, MIN_LESION_MM3,
                         probability, min_peak)
-    structures = grid_structures(outputs, grid_affine, ref_image.affine)
-    mask = remove_cortical(mask, ref_image.affine, structures, max_cortex_shell)
-    rows = lesion_table(probability, mask, ref_image.affine, structures=structures)
+    rows = lesion_table(probability, mask, ref_image.affine,
+                        structures=grid_structures(outputs, grid_affine, ref_image.affine))
     voxel_ml = abs(float(np.linalg.det(ref_image.affine[:3, :3]))) / 1000
     brain_ml = float(brain.sum()) * voxel_ml
     lesion_ml = float(mask.sum()) * voxel_ml
@@ -444,6 +433,5 @@ def segment_lesions(flair: str | os.PathLike | None = None,
         registration=registration, device=used,
         model={"name": card.get("name", TASK), "version": card.get("version"),
                "sha256": card.get("sha256"), "grid_spacing_mm": spacing},
-        threshold=threshold, min_peak=min_peak, max_cortex_shell=max_cortex_shell,
-        warnings=warnings, timings=timings,
-        reading=SYNTHETIC_FLAIR_READINGS[reading] if reading else None, structures=structures)
+        threshold=threshold, min_peak=min_peak, warnings=warnings, timings=timings,
+        reading=SYNTHETIC_FLAIR_READINGS[reading] if reading else None)

@@ -74,7 +74,7 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "and for their left-right mirror images); lesion probabilities outside the "
             "dilated brain mask were set to 0, resampled onto the FLAIR's grid (the T1w's when "
             f"alone), thresholded at {_lesion_thresholds(card)}, and lesions smaller than "
-            f"10 mm3{_lesion_peaks(card)} were removed.{_lesion_anatomy_filter(card)} Each "
+            f"10 mm3{_lesion_peaks(card)} were removed. Each "
             "lesion was classed as infratentorial, periventricular (within 3 mm of the "
             "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
             "model's own ventricle, cortex and infratentorial outputs."
@@ -143,21 +143,6 @@ def _lesion_peaks(card: dict) -> str:
     words = {"FLAIR+T1w": "FLAIR + T1w", "FLAIR": "FLAIR alone", "T1w": "T1w alone"}
     listed = ", ".join(f"{value:.2f} ({words[inputs]})" for inputs, value in values.items())
     return f" or whose peak probability was below {listed}"
-
-
-def _lesion_anatomy_filter(card: dict) -> str:
-    """The card's lesion-wise anatomy filter in words ('' when it has none)."""
-    from ..models.lesion_filters import CORTEX_SHELL_MM, NO_CORTEX_FILTER
-    from ..models.lesion_segmentation import INPUT_SETS, card_max_cortex_shell
-
-    values = {inputs: card_max_cortex_shell(card, inputs) for inputs in INPUT_SETS}
-    used = {inputs: value for inputs, value in values.items() if value < NO_CORTEX_FILTER}
-    if not used:
-        return ""
-    words = {"FLAIR+T1w": "FLAIR + T1w", "FLAIR": "FLAIR alone", "T1w": "T1w alone"}
-    listed = ", ".join(f"{value:.0%} ({words[inputs]})" for inputs, value in used.items())
-    return (f" Lesions whose surroundings (the {CORTEX_SHELL_MM:g} mm around them) lay more "
-            f"than {listed} in the model's cortex output were removed as cortex.")
 
 
 def _lesion_thresholds(card: dict) -> str:

@@ -11,9 +11,7 @@ best (where Dice hardly changes: fewer false positives) among those that leave a
 (``"thresholds"``; ``"threshold"`` is the FLAIR + T1w one), which inference uses unless
 ``--threshold`` is given. At that threshold a lesion-wise confidence filter is chosen the same
 way (``"min_peaks"``, :func:`choose_min_peak`): lesions whose peak probability stays below it
-are dropped; then, the same way, a lesion-wise anatomy filter (``"max_cortex_shells"``,
-:func:`choose_max_cortex_shell`, :mod:`bids_dl.models.lesion_filters`): lesions whose 2 mm
-shell lies more than that inside the model's cortex output are dropped.
+are dropped.
 
 ``--synthetic-flair`` calibrates, the same way, the threshold for a FLAIR synthesised from the
 T1w by the shipped contrast-synthesis model (``"synthetic FLAIR+T1w"``) for each way of reading
@@ -41,7 +39,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..models.lesion_filters import NO_CORTEX_FILTER, StructureSource, remove_cortical
 from ..models.lesion_segmentation import (
     INPUT_SETS,
     SYNTHETIC_FLAIR_MODEL,
@@ -66,15 +63,9 @@ THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.2, 0.86, 0.05))
 #: Candidate lesion-wise confidence filters: a lesion (component above the threshold) is
 #: kept only when its peak probability reaches this (0: no filter)
 MIN_PEAKS = (0.0, 0.6, 0.7, 0.8, 0.9)
-#: Candidate anatomy filters: a lesion is dropped when more than this share of its shell
-#: lies in the model's cortex output (1: no filter; :mod:`bids_dl.models.lesion_filters`)
-MAX_CORTEX_SHELLS = (NO_CORTEX_FILTER, 0.5, 0.4, 0.3, 0.2)
 #: ``(flair_path or None, t1w_path or None) -> lesion probability`` on the reference grid
-#: (the FLAIR's, the T1w's when alone; one grid here), or ``(probability, structures)``
-#: with the model's structure outputs for the anatomy filter
-#: (:attr:`~bids_dl.models.lesion_segmentation.LesionResult.structures`).
-ProbabilityFn = Callable[[str | None, str | None],
-                         np.ndarray | tuple[np.ndarray, StructureSource | None]]
+#: (the FLAIR's, the T1w's when alone; one grid here).
+ProbabilityFn = Callable[[str | None, str | None], np.ndarray]
 #: ``T1w path -> FLAIR synthesised from it`` (on the T1w's grid).
 FlairSynthesiser = Callable[[str], nib.Nifti1Image]
 
@@ -98,22 +89,11 @@ def choose_min_peak(rows: list[dict]) -> float:
     ``lesion_free_ml``): the one with the best mean lesion F1 among those whose Dice is within
     :data:`DICE_TOLERANCE` of the unfiltered Dice and whose lesion-free volume is no larger
     than the unfiltered one's (ties: the weaker filter)."""
-    return _choose_filter(rows, "min_peak", min)
-
-
-def choose_max_cortex_shell(rows: list[dict]) -> float:
-    """The anatomy filter to store, from ``rows`` (one per candidate ``max_cortex_shell`` at
-    the chosen threshold and confidence filter, the first without this filter), by
-    :func:`choose_min_peak`'s rule (ties: the weaker filter, the larger share)."""
-    return _choose_filter(rows, "max_cortex_shell", max)
-
-
-def _choose_filter(rows: list[dict], key: str, weakest: Callable) -> float:
     plain = rows[0]
     allowed = [r for r in rows if r["dice"] >= plain["dice"] - DICE_TOLERANCE
                and (r["lesion_free_ml"] or 0.0) <= (plain["lesion_free_ml"] or 0.0)]
     best = max(r["f1"] for r in allowed)
-    return weakest(r[key] for r in allowed if r["f1"] == best)
+    return min(r["min_peak"] for r in allowed if r["f1"] == best)
 
 
 def choose_reading(per_reading: dict[str, dict]) -> str:
@@ -178,10 +158,7 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
                     with_flair, with_t1w = MODES[inputs]
                     values = probability(paths["FLAIR"] if with_flair else None,
                                          paths["T1w"] if with_t1w else None)
-                values, structures = (values if isinstance(values, tuple)
-                                      else (values, None))
-                kept[inputs, reading].append((values, truth if count else None, flair.affine,
-                                              structures))
+                kept[inputs, reading].append((values, truth if count else None, flair.affine))
     calibrations = {key: _calibrate(heads, thresholds) for key, heads in kept.items()}
     per_input, extra = {}, {}
     for inputs in input_sets:
@@ -195,8 +172,6 @@ def calibrate_threshold(probability: ProbabilityFn, labels_dir: Path, cases: int
     return {"threshold": per_input[input_sets[0]]["threshold"],
             "thresholds": {inputs: per_input[inputs]["threshold"] for inputs in input_sets},
             "min_peaks": {inputs: per_input[inputs]["min_peak"] for inputs in input_sets},
-            "max_cortex_shells": {inputs: per_input[inputs]["max_cortex_shell"]
-                                  for inputs in input_sets},
             "cases": cases, "label_maps": sorted(used),
             "seeds": f"render_case seeds {VALIDATION_SEED}-{VALIDATION_SEED + cases}",
             "perivascular_spaces_per_head": VALIDATION_PERIVASCULAR_SPACES,
@@ -216,27 +191,22 @@ def _calibrate(heads: list, thresholds: tuple[float, ...]) -> dict:
     chosen = choose_threshold({t: row["dice"] for t, row in rows.items()},
                               {t: row["lesion_free_ml"] or 0.0 for t, row in rows.items()})
     peak_rows = [_peak_row(heads, chosen, peak) for peak in MIN_PEAKS]
-    min_peak = choose_min_peak(peak_rows)
-    cortex_rows = [_peak_row(heads, chosen, min_peak, share) for share in MAX_CORTEX_SHELLS]
-    return {"threshold": chosen, "min_peak": min_peak,
-            "max_cortex_shell": choose_max_cortex_shell(cortex_rows),
+    return {"threshold": chosen, "min_peak": choose_min_peak(peak_rows),
             "per_threshold": [{"threshold": t, "dice": row["dice"], "f1": row["f1"],
                                "lesion_free_ml": row["lesion_free_ml"]}
                               for t, row in rows.items()],
-            "per_min_peak": peak_rows, "per_max_cortex_shell": cortex_rows}
+            "per_min_peak": peak_rows}
 
 
-def _peak_row(heads: list, threshold: float, min_peak: float,
-              max_cortex_shell: float = NO_CORTEX_FILTER) -> dict:
+def _peak_row(heads: list, threshold: float, min_peak: float) -> dict:
     """Mean Dice and F1 over the lesion heads and the lesion-free head's ml of ``heads``
-    (``(probability, truth or None, affine, structures or None)``) at ``threshold`` with the
-    confidence filter ``min_peak`` and the anatomy filter ``max_cortex_shell``."""
+    (``(probability, truth or None, affine)``) at ``threshold`` with the confidence filter
+    ``min_peak``."""
     from ..models.lesion_segmentation import MIN_LESION_MM3, remove_small
 
     dice, f1, free = [], [], None
-    for values, truth, affine, structures in heads:
+    for values, truth, affine in heads:
         mask = remove_small(values > threshold, affine, MIN_LESION_MM3, values, min_peak)
-        mask = remove_cortical(mask, affine, structures, max_cortex_shell)
         voxel = abs(float(np.linalg.det(affine[:3, :3])))
         if truth is None:
             free = round(float(mask.sum()) * voxel / 1000, 3)
@@ -244,8 +214,7 @@ def _peak_row(heads: list, threshold: float, min_peak: float,
         metrics = lesion_metrics(mask, truth, voxel)
         dice.append(metrics["dice"])
         f1.append(metrics["f1"])
-    return {"min_peak": min_peak, "max_cortex_shell": max_cortex_shell,
-            "dice": round(float(np.mean(dice)), 4),
+    return {"min_peak": min_peak, "dice": round(float(np.mean(dice)), 4),
             "f1": round(float(np.mean(f1)), 4), "lesion_free_ml": free}
 
 
@@ -267,15 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..models.registry import get_entry
     from ..utils.io import atomic_path
 
-    def probability(flair: str | None, t1w: str | None) -> tuple:
-        result = segment_lesions(flair, t1w, device="cpu")
-        return np.asarray(result.probseg.dataobj, np.float32), result.structures
+    def probability(flair: str | None, t1w: str | None) -> np.ndarray:
+        return np.asarray(segment_lesions(flair, t1w, device="cpu").probseg.dataobj,
+                          np.float32)
 
     def synthetic_probability(reading: str) -> ProbabilityFn:
-        def read(flair: str | None, t1w: str | None) -> tuple:
-            result = segment_lesions(flair, t1w, device="cpu", synthetic_flair=True,
-                                     synthetic_reading=reading)
-            return np.asarray(result.probseg.dataobj, np.float32), result.structures
+        def read(flair: str | None, t1w: str | None) -> np.ndarray:
+            return np.asarray(segment_lesions(flair, t1w, device="cpu", synthetic_flair=True,
+                                              synthetic_reading=reading).probseg.dataobj,
+                              np.float32)
         return read
 
     def synthesise_flair(t1w: str) -> nib.Nifti1Image:
@@ -309,12 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in calibration["per_min_peak"]:
             print(f"| {row['min_peak']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
                   f"{row['lesion_free_ml']} |")
-        print(f"\nchosen minimum peak for {inputs}: {calibration['min_peak']:.2f}\n\n"
-              "| max cortex shell | Dice | lesion F1 | lesion-free ml |\n|---|---|---|---|")
-        for row in calibration["per_max_cortex_shell"]:
-            print(f"| {row['max_cortex_shell']:.2f} | {row['dice']:.3f} | {row['f1']:.3f} | "
-                  f"{row['lesion_free_ml']} |")
-        print(f"\nchosen anatomy filter for {inputs}: {calibration['max_cortex_shell']:.2f}")
+        print(f"\nchosen minimum peak for {inputs}: {calibration['min_peak']:.2f}")
     if "synthetic_flair_reading" in result:
         print(f"\nchosen reading of a synthetic FLAIR: {result['synthetic_flair_reading']}")
     print(f"\n({result['criterion']})")
@@ -327,16 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.synthetic_flair:
             card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
             card["min_peaks"] = {**card.get("min_peaks", {}), **result["min_peaks"]}
-            card["max_cortex_shells"] = {**card.get("max_cortex_shells", {}),
-                                         **result["max_cortex_shells"]}
             card["synthetic_flair_reading"] = result["synthetic_flair_reading"]
             card["synthetic_flair_calibration"] = result
         else:  # keeps a calibrated synthetic-FLAIR threshold
             card["threshold"] = result["threshold"]
             card["thresholds"] = {**card.get("thresholds", {}), **result["thresholds"]}
             card["min_peaks"] = {**card.get("min_peaks", {}), **result["min_peaks"]}
-            card["max_cortex_shells"] = {**card.get("max_cortex_shells", {}),
-                                         **result["max_cortex_shells"]}
             card["threshold_calibration"] = result
         with atomic_path(entry.card_path) as tmp:
             Path(tmp).write_text(json.dumps(card, indent=2) + "\n")
