@@ -92,6 +92,31 @@ def test_fold_cortex_draws_sulci_between_gyri():
     assert np.array_equal(folded, L.fold_cortex(labels, gyri, np.random.default_rng(0)))
 
 
+def test_fold_cortex_leaves_no_grey_matter_ball_inside_white_matter():
+    """A sulcus drawn along a gyral boundary that lies wholly inside the cerebrum is not
+    drawn (lined with cortex it would be a ball of grey matter in white matter that looks like
+    a lesion: held-out heads had one until jhu189 v5), and a CSF pocket shut inside the
+    cerebrum (an atlas gap) becomes white matter."""
+    from scipy import ndimage
+
+    labels = np.zeros((80, 80, 80), np.uint8)
+    labels[5:75, 5:75, 5:75] = L.LABELS["cortical_gm"]
+    labels[49:51, 50, 50] = L.LABELS["sulcal_csf"]  # a 2-voxel pocket 25 mm deep
+    gyri = np.where(labels == L.LABELS["cortical_gm"], 1, 0)
+    gyri[17:23, 37:43, 37:43] = 2  # a gyral territory whose boundary lies 12-18 mm deep
+    cerebrum = np.isin(labels, [L.LABELS["cortical_gm"], L.LABELS["cerebral_wm"]])
+    assert L.enclosed_pieces(labels == L.LABELS["sulcal_csf"], cerebrum)[49:51, 50, 50].all()
+    for seed in range(3):
+        folded = L.fold_cortex(labels, gyri, np.random.default_rng(seed))
+        sulcal = folded == L.LABELS["sulcal_csf"]
+        white = folded == L.LABELS["cerebral_wm"]
+        assert not sulcal[45:55, 45:55, 45:55].any()
+        grey, count = ndimage.label(folded == L.LABELS["cortical_gm"], np.ones((3, 3, 3)))
+        assert count == 1  # one ribbon: no piece of cortex shut inside the white matter
+        assert white[40:60, 40:60, 40:60].all()
+        assert not L.enclosed_pieces(sulcal, white | (folded == L.LABELS["cortical_gm"])).any()
+
+
 def test_training_heads_get_a_redrawn_cortex(train_head):
     """Odd training heads: the template's thick cortex becomes a thin folded ribbon over the
     neuromorphometrics gyral territories; nothing but cortex, WM and sulci changes."""
@@ -102,5 +127,8 @@ def test_training_heads_get_a_redrawn_cortex(train_head):
     assert volume["cerebral_wm"][1] > volume["cerebral_wm"][0]
     assert volume["sulcal_csf"][1] > volume["sulcal_csf"][0] + 50
     cerebrum = np.isin(train_head, [L.LABELS["cortical_gm"], L.LABELS["cerebral_wm"]])
-    assert np.array_equal(folded[~cerebrum], train_head[~cerebrum])
+    # CSF pockets shut inside the cerebrum become cerebrum (fold_cortex)
+    shut = L.enclosed_pieces(train_head == L.LABELS["sulcal_csf"], cerebrum)
+    kept = ~cerebrum & ~shut
+    assert np.array_equal(folded[kept], train_head[kept])
     assert np.array_equal(L.brain_mask(folded), L.brain_mask(train_head))

@@ -57,7 +57,7 @@ ANATOMIES = {
     "jhu189": "heldout",
 }
 #: Version of each anatomy's builder: cached label maps of an older version are rebuilt.
-ANATOMY_VERSIONS = {"mni152": 2, "cat12": 2, "neuromorphometrics": 2, "jhu189": 4}
+ANATOMY_VERSIONS = {"mni152": 3, "cat12": 3, "neuromorphometrics": 3, "jhu189": 5}
 
 
 def brain_mask(labels: np.ndarray) -> np.ndarray:
@@ -202,9 +202,18 @@ def fold_cortex(labels: np.ndarray, gyri: np.ndarray, rng: np.random.Generator) 
     (a smooth random depth), plus shallow folds inside gyri (<= 4-14 mm) along the zero
     surface of a smooth random field. The cortex is every cerebral voxel within 2.0-3.6 mm
     (smooth random thickness) of the brain's surface or a sulcus; the rest of the cerebrum is
-    white matter. Deep GM, ventricles, cerebellum and brainstem are kept."""
-    shape = labels.shape
+    white matter. Deep GM, ventricles, cerebellum and brainstem are kept. Sulci must open
+    onto the surface: drawn sulci shut inside the cerebrum (:func:`enclosed_pieces`; a
+    primary sulcus along a boundary of two gyral ROIs deep in the white matter) are not
+    drawn, since lined with cortex each would be a ball of grey matter inside white matter, a
+    lesion look-alike no healthy brain has; sulcal-CSF pockets shut inside the cerebrum
+    (atlas gaps) become white matter."""
     cerebrum = (labels == LABELS["cortical_gm"]) | (labels == LABELS["cerebral_wm"])
+    labels = labels.copy()
+    pockets = enclosed_pieces(labels == LABELS["sulcal_csf"], cerebrum)
+    labels[pockets] = LABELS["cerebral_wm"]
+    cerebrum |= pockets
+    shape = labels.shape
     between_gyri = np.zeros(shape, bool)
     for axis in range(3):
         for shift in (1, -1):
@@ -217,6 +226,7 @@ def fold_cortex(labels: np.ndarray, gyri: np.ndarray, rng: np.random.Generator) 
     shallow = cerebrum & (np.abs(fold_field) < 0.12) & (
         depth <= np.clip(8 + 2 * smooth_noise(shape, rng, 6), 4, 14))
     sulci = primary | shallow
+    sulci &= ~enclosed_pieces(sulci, cerebrum)
     thickness = np.clip(2.8 + 0.4 * smooth_noise(shape, rng, 8), 2.0, 3.6)
     to_surface = ndimage.distance_transform_edt(brain & ~sulci)
     out = labels.copy()
@@ -224,6 +234,22 @@ def fold_cortex(labels: np.ndarray, gyri: np.ndarray, rng: np.random.Generator) 
     out[cerebrum & ~sulci] = LABELS["cerebral_wm"]
     out[cerebrum & ~sulci & (to_surface <= thickness)] = LABELS["cortical_gm"]
     return out
+
+
+def enclosed_pieces(mask: np.ndarray, enclosure: np.ndarray) -> np.ndarray:
+    """Boolean mask of the 26-connected pieces of ``mask`` whose neighbours all lie in
+    ``enclosure``: CSF pockets or drawn sulci shut inside the cerebrum (a real sulcus opens
+    onto the brain's surface or the other CSF spaces)."""
+    pieces, count = ndimage.label(mask, np.ones((3, 3, 3)))
+    if not count:
+        return np.zeros(mask.shape, bool)
+    outside = ~enclosure & ~mask  # what an open piece touches
+    is_open = np.zeros(count + 2, bool)
+    is_open[ndimage.maximum_filter(pieces, size=3)[outside]] = True
+    is_open[ndimage.minimum_filter(np.where(mask, pieces, count + 1), size=3)[outside]] = True
+    shut = ~is_open[: count + 1]
+    shut[0] = False
+    return shut[pieces]
 
 
 def atlas_gyri() -> np.ndarray:
