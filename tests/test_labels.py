@@ -119,7 +119,8 @@ def test_fold_cortex_leaves_no_grey_matter_ball_inside_white_matter():
 
 def test_training_heads_get_a_redrawn_cortex(train_head):
     """Odd training heads: the template's thick cortex becomes a thin folded ribbon over the
-    neuromorphometrics gyral territories; nothing but cortex, WM and sulci changes."""
+    neuromorphometrics gyral territories; nothing but cortex, WM, sulci and CSF pockets shut
+    inside the cerebrum changes."""
     folded = L.redraw_cortex(train_head, L.atlas_gyri(), np.random.default_rng(3))
     volume = {name: [(x == L.LABELS[name]).sum() / 1000 for x in (train_head, folded)]
               for name in ("cortical_gm", "cerebral_wm", "sulcal_csf")}
