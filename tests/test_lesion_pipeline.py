@@ -140,9 +140,11 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
     """With probabilities 0.6 in the true lesions and 0.4 in a 2-voxel ring around them, any
     threshold in [0.4, 0.6) is perfect, lower ones take the ring in, higher ones find
     nothing: the calibration picks the highest perfect one (0.55) from training anatomies.
-    FLAIR alone is given 0.7 / 0.5 (the best is then 0.65) and T1w alone 0.6 / 0.4 plus a
-    0.45 false positive: each input combination gets its own threshold, from the inputs
-    it was given."""
+    FLAIR alone is given 0.7 / 0.5 (the best is then 0.65): each input combination gets its
+    own threshold, from the inputs it was given. T1w alone finds every other slice of the
+    lesions at 0.7 and the rest at 0.35, and 1.2 ml at 0.32 in the last of two lesion-free
+    heads: thresholds below 0.32 find every lesion voxel but break the 0.5 ml budget on
+    average over the lesion-free heads, so 0.65."""
     from scipy import ndimage
 
     from bids_dl.training import calibrate_lesions
@@ -165,17 +167,21 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
         ring = ndimage.binary_dilation(truth, iterations=2) & ~truth
         inside, around = (0.7, 0.5) if t1w is None else (0.6, 0.4)
         values = np.where(truth, inside, np.where(ring, around, 0.0)).astype(np.float32)
-        if flair is None:
-            values[:6, :6, :6] = 0.45  # a 216 mm3 false positive in the corner
+        if flair is None:  # T1w alone
+            values = np.where(truth, 0.7, 0.0).astype(np.float32)
+            values[::2][truth[::2]] = 0.35
+            if len(truths) == 3:
+                values[:10, :10, :12] = 0.32  # 1,200 mm3 in the corner of the last head
         return values
 
     monkeypatch.setattr(calibrate_lesions, "render_case", recording)
-    result = calibrate_lesions.calibrate_threshold(probability, labels_dir, cases=1)
+    result = calibrate_lesions.calibrate_threshold(probability, labels_dir, cases=1,
+                                                   lesion_free=2)
     rows = {row["threshold"]: row
             for row in result["per_input"]["FLAIR+T1w"]["per_threshold"]}
     assert result["threshold"] == 0.55
-    assert result["thresholds"] == {"FLAIR+T1w": 0.55, "FLAIR": 0.65, "T1w": 0.55}
-    assert result["min_peaks"] == {"FLAIR+T1w": 0.0, "FLAIR": 0.0, "T1w": 0.0}  # all perfect
+    assert result["thresholds"] == {"FLAIR+T1w": 0.55, "FLAIR": 0.65, "T1w": 0.65}
+    assert result["min_peaks"] == {"FLAIR+T1w": 0.0, "FLAIR": 0.0, "T1w": 0.0}
     peak_rows = result["per_input"]["FLAIR+T1w"]["per_min_peak"]
     assert [r["min_peak"] for r in peak_rows] == list(calibrate_lesions.MIN_PEAKS)
     assert peak_rows[1]["dice"] == 1.0 and peak_rows[-1]["dice"] == 0.0  # 0.6 kept, 0.9 not
@@ -183,11 +189,15 @@ def test_threshold_calibration_keeps_the_highest_threshold_of_best_dice(labels_d
     assert rows[0.35]["dice"] < 0.9 and rows[0.6]["dice"] == 0.0
     assert all(row["lesion_free_ml"] == 0.0 for row in rows.values())
     t1w_rows = {row["threshold"]: row for row in result["per_input"]["T1w"]["per_threshold"]}
-    assert t1w_rows[0.4]["lesion_free_ml"] == 0.216 and t1w_rows[0.45]["lesion_free_ml"] == 0
-    assert t1w_rows[0.4]["dice"] < 1.0 and t1w_rows[0.45]["dice"] == 1.0
-    assert calls == [(True, True), (True, False), (False, True)] * 2
+    assert t1w_rows[0.3]["lesion_free_per_head_ml"] == [0.0, 1.2]
+    assert t1w_rows[0.3]["lesion_free_ml"] == 0.6 and t1w_rows[0.3]["lesion_free_worst_ml"] == 1.2
+    assert t1w_rows[0.35]["lesion_free_ml"] == 0.0
+    assert t1w_rows[0.3]["dice"] == 1.0 and t1w_rows[0.35]["dice"] < 0.9
+    assert t1w_rows[0.65]["dice"] == t1w_rows[0.35]["dice"] > 0.3
+    assert calls == [(True, True), (True, False), (False, True)] * 3
     assert all(not name.startswith("jhu189") for name in result["label_maps"])
-    assert len(truths) == 2 and not truths[1].any()  # the second head is lesion-free
+    assert len(truths) == 3 and not truths[1].any() and not truths[2].any()
+    assert result["lesion_free_heads"] == 2
 
 
 def test_synthetic_flair_threshold_is_calibrated_on_flairs_made_from_the_t1w(labels_dir,
@@ -225,7 +235,8 @@ def test_synthetic_flair_threshold_is_calibrated_on_flairs_made_from_the_t1w(lab
 
     monkeypatch.setattr(calibrate_lesions, "render_case", recording)
     result = calibrate_lesions.calibrate_threshold(
-        no_plain_reading, labels_dir, cases=1, input_sets=(SYNTHETIC_FLAIR_SET,),
+        no_plain_reading, labels_dir, cases=1, lesion_free=1,
+        input_sets=(SYNTHETIC_FLAIR_SET,),
         synthesise_flair=synthesise, synthetic_probability=synthetic_probability)
     assert result["thresholds"] == {SYNTHETIC_FLAIR_SET: 0.75}  # perfect on [0.3, 0.8)
     assert len(made) == 2 and made[0] == truths[0].shape
@@ -238,7 +249,8 @@ def test_synthetic_flair_threshold_is_calibrated_on_flairs_made_from_the_t1w(lab
 
     truths.clear()
     result = calibrate_lesions.calibrate_threshold(
-        no_plain_reading, labels_dir, cases=1, input_sets=(SYNTHETIC_FLAIR_SET,),
+        no_plain_reading, labels_dir, cases=1, lesion_free=1,
+        input_sets=(SYNTHETIC_FLAIR_SET,),
         synthesise_flair=synthesise,
         synthetic_probability={"mean": blurred_reading, "joint": synthetic_probability})
     assert result["synthetic_flair_reading"] == "joint"
