@@ -302,3 +302,40 @@ def test_synthesis_net_lesion_branch_replaces_the_mixtures_lesions(tmp_path):
     assert not reloaded.get_layer("lesion_branch").trainable
     again = reloaded.predict(np.moveaxis(image, 1, -1), verbose=0)
     assert np.allclose(np.moveaxis(again, -1, 1)[0], lesion_in_wm[:3], atol=1e-4)
+
+
+def test_shipped_lesion_thresholds_are_what_the_calibration_chooses_from_its_sweeps():
+    """Each shipped lesion threshold and filter (and the synthetic-FLAIR reading) is what the
+    calibration's rules choose from the sweeps stored beside it, made with today's protocol
+    (its number of lesion-free validation heads): a hand-edited threshold, or a calibration
+    from an older protocol, fails here."""
+    from bids_dl.models.lesion_segmentation import SYNTHETIC_FLAIR_SET, synthetic_flair_card
+    from bids_dl.training.calibrate_lesions import (
+        LESION_FREE_HEADS,
+        choose_min_peak,
+        choose_reading,
+        choose_threshold,
+    )
+
+    if not registry.available("lesion-segmentation"):
+        pytest.skip("the lesion model is not installed")
+    card = registry.get_entry("lesion-segmentation").read_card()
+    reader = synthetic_flair_card(card)
+    checked = [(card, card["threshold_calibration"])]
+    if "synthetic_flair_calibration" in reader:
+        checked.append((reader, reader["synthetic_flair_calibration"]))
+    for owner, calibration in checked:
+        assert calibration["lesion_free_heads"] == LESION_FREE_HEADS
+        for inputs, sweep in calibration["per_input"].items():
+            rows = sweep["per_threshold"]
+            assert len(rows[0]["lesion_free_per_head_ml"]) == LESION_FREE_HEADS
+            chosen = choose_threshold({r["threshold"]: r["dice"] for r in rows},
+                                      {r["threshold"]: r["lesion_free_ml"] for r in rows})
+            assert owner["thresholds"][inputs] == sweep["threshold"] == chosen
+            assert owner.get("min_peaks", {}).get(inputs, 0.0) == sweep["min_peak"] \
+                == choose_min_peak(sweep["per_min_peak"])
+    if "per_reading" in reader.get("synthetic_flair_calibration", {}):
+        calibration = reader["synthetic_flair_calibration"]
+        assert reader["synthetic_flair_reading"] == choose_reading(calibration["per_reading"])
+        assert reader["thresholds"][SYNTHETIC_FLAIR_SET] == \
+            calibration["per_reading"][reader["synthetic_flair_reading"]]["threshold"]

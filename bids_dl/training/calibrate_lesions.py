@@ -9,8 +9,7 @@ combination, the highest threshold whose mean voxel Dice is within ``DICE_TOLERA
 best (where Dice hardly changes: fewer false positives) among those that leave at most
 ``FALSE_POSITIVE_BUDGET_ML`` on average in the lesion-free validation heads
 (:data:`LESION_FREE_HEADS` of them, each on another training anatomy) is stored in the model
-card
-(``"thresholds"``; ``"threshold"`` is the FLAIR + T1w one), which inference uses unless
+card (``"thresholds"``; ``"threshold"`` is the FLAIR + T1w one), which inference uses unless
 ``--threshold`` is given. At that threshold a lesion-wise confidence filter is chosen the same
 way (``"min_peaks"``, :func:`choose_min_peak`): lesions whose peak probability stays below it
 are dropped.
