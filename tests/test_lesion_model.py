@@ -72,6 +72,7 @@ def test_little_found_on_a_lesion_free_head(labels_dir, flair_slice_mm, most_ml)
 
     result = lesion_free(_segment, labels_dir, cases=1, flair_slice_mm=flair_slice_mm)
     assert result["max_false_positive_ml"] <= most_ml, result
+    assert result["per_head_ml"] == [result["max_false_positive_ml"]]  # one head
 
 
 def test_synthetic_flair_readings(labels_dir, tmp_path):
