@@ -47,9 +47,34 @@ def measure(labels_dir: Path, cases: int, entry=None) -> dict:
     def segment(flair, t1w):
         return np.asarray(segment_lesions(flair, t1w).mask.dataobj) > 0
 
+    def locate(flair, t1w):
+        result = segment_lesions(flair, t1w)
+        return np.asarray(result.mask.dataobj) > 0, result.lesions
+
     card = entry.read_card() if entry else {}
     return {"thresholds": {inputs: card_threshold(card, inputs) for inputs in INPUT_SETS},
-            **evaluate_lesions.evaluate_all(segment, labels_dir, cases)}
+            **evaluate_lesions.evaluate_all(segment, labels_dir, cases, locate)}
+
+
+def location_table(classes: dict) -> str:
+    """The location classes' agreement with the true anatomy, and the lesions per class."""
+    from bids_dl.models.lesion_segmentation import LOCATIONS
+
+    lines = [f"\nlocation classes of the per-lesion table ({classes['mode']}, "
+             f"{classes['heads']} held-out heads), against the class the true ventricles, "
+             "cortex and infratentorial brain give the same voxels:",
+             "| reported lesions | agree | Cohen's kappa |", "|---|---|---|"]
+    for key, what in (("all", "all"), ("true_positives", "touching a true lesion")):
+        v = classes[key]
+        lines.append(f"| {what}: {v['lesions']} | {v['agreement']:.3f} | {v['kappa']:.3f} |")
+    lines += ["", "| by the true anatomy \\ reported | " + " | ".join(LOCATIONS)
+              + " | true lesions (all heads) | reported lesions |",
+              "|---" * (len(LOCATIONS) + 3) + "|"]
+    confusion, counted = classes["all"]["confusion"], classes["lesions_per_class"]
+    for name in LOCATIONS:
+        lines.append(f"| {name} | " + " | ".join(str(confusion[name][c]) for c in LOCATIONS)
+                     + f" | {counted[name]['true']} | {counted[name]['reported']} |")
+    return "\n".join(lines)
 
 
 def table(metrics: dict) -> str:
@@ -88,6 +113,8 @@ def table(metrics: dict) -> str:
         lines.append(f"\nheld-out heads: {heads['with_lesions']} with lesions, "
                      f"{heads['flair_4mm_slices']} with 4 mm FLAIR slices, "
                      f"{heads['lesion_free_each_set']} lesion-free in each lesion-free set")
+    if "location_classes" in metrics:
+        lines.append(location_table(metrics["location_classes"]))
     held_out = metrics["synthetic_heldout"]
     if "FLAIR" in held_out and "FLAIR+T1w" in held_out:
         gap = held_out["FLAIR+T1w"]["dice"] - held_out["FLAIR"]["dice"]

@@ -273,6 +273,10 @@ def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):
         assert tuple(lines[0].split("\t")) == TABLE_COLUMNS
         measures = meta["Measures"]
         assert measures["LesionCount"] == len(lines) - 1
+        locations = [line.split("\t")[-1] for line in lines[1:]]
+        for location in ("periventricular", "juxtacortical", "infratentorial", "deep"):
+            key = f"{location.capitalize()}LesionCount"
+            assert measures[key] == locations.count(location), (key, measures)
         assert 1300 < measures["BrainVolumeMl"] < 2400
         brain = _sidecar(output / TASKS["brain-extraction"].outputs[0].relpath(unit.reference))
         assert measures["BrainVolumeMl"] == pytest.approx(

@@ -43,6 +43,27 @@ def test_lesion_table_volumes_centroids_and_locations():
                         infratentorial) == []
 
 
+def test_infratentorial_lesions_are_placed_by_their_surroundings():
+    """The model's infratentorial output fades inside a lesion: a lesion in a hole of the
+    infratentorial brain, surrounded by it, is infratentorial; read from its own voxels
+    (surroundings 0, as for true anatomy) it is not; a lesion beside that brain, with most
+    of its surroundings elsewhere, is not either."""
+    shape, affine = (40, 40, 40), np.eye(4)
+    infratentorial = np.zeros(shape, bool)
+    infratentorial[:, :, :20] = True
+    mask = np.zeros(shape, bool)
+    mask[10:14, 10:14, 8:12] = True  # inside the infratentorial brain ...
+    infratentorial[10:14, 10:14, 8:12] = False  # ... which the output leaves out there
+    mask[25:29, 25:29, 21:25] = True  # 1 mm above it
+    nothing = np.zeros(shape, bool)
+    probability = mask.astype(np.float32)
+    rows = lesion_table(probability, mask, affine, nothing, nothing, infratentorial)
+    assert [row["location"] for row in rows] == ["infratentorial", "deep"]
+    rows = lesion_table(probability, mask, affine, nothing, nothing, infratentorial,
+                        infratentorial_surroundings_mm=0)
+    assert [row["location"] for row in rows] == ["deep", "deep"]
+
+
 def test_remove_small_counts_mm3():
     mask = np.zeros((20, 20, 20), bool)
     mask[2:4, 2:4, 2:4] = True  # 8 voxels
@@ -75,6 +96,30 @@ def test_held_out_metrics_report_their_spread_over_heads():
     assert result["dice_sd"] == round(abs(1.0 - rows[1]["dice"]) / np.sqrt(2), 4)
     assert result["f1_sd"] == round(abs(1.0 - rows[1]["f1"]) / np.sqrt(2), 4)
     assert spread(rows[:1]) == {"dice_sd": 0.0, "f1_sd": 0.0, "dice_min": 1.0}
+
+
+def test_location_agreement_counts_each_lesion_against_the_true_anatomy():
+    """Classes reported from the model's structures are compared, lesion by lesion in the
+    table's order, with those the true structures give: agreement, Cohen's kappa, the
+    confusion counts, and which reported lesions touch a true one."""
+    from bids_dl.training.evaluate_lesions import _component_hits, location_confusion
+
+    reference = ["periventricular", "periventricular", "deep", "juxtacortical"]
+    reported = ["periventricular", "deep", "deep", "juxtacortical"]
+    result = location_confusion(reported, reference)
+    assert result["lesions"] == 4 and result["agreement"] == 0.75
+    assert result["confusion"]["periventricular"] == {
+        "periventricular": 1, "deep": 1, "juxtacortical": 0, "infratentorial": 0}
+    # chance agreement: (2*1 + 1*2 + 1*1) / 16 = 5/16; kappa = (0.75 - 5/16) / (1 - 5/16)
+    assert result["kappa"] == round((0.75 - 5 / 16) / (11 / 16), 4)
+    assert location_confusion(reported, reported)["kappa"] == 1.0
+    assert location_confusion([], [])["agreement"] is None
+
+    mask, truth = np.zeros((20, 20, 20), bool), np.zeros((20, 20, 20), bool)
+    mask[1:3, 1:3, 1:3] = True  # 8 voxels, touches the truth
+    mask[10:14, 10:14, 10:14] = True  # 64 voxels: the table's first lesion, false
+    truth[2, 2, 2] = True
+    assert _component_hits(mask, truth) == [False, True]
 
 
 def test_min_peak_is_chosen_for_lesion_f1_without_losing_dice():

@@ -76,6 +76,14 @@ MIRROR = True
 PERIVENTRICULAR_MM = 3.0  # a lesion this close to the ventricles is periventricular
 JUXTACORTICAL_MM = 1.5  # ... this close to the cortex, juxtacortical (at least one voxel:
 # on thick slices, touching through the slices is one slice thickness away)
+#: A lesion is infratentorial when most of it and its surroundings up to this distance lie in
+#: the infratentorial brain: the model's infratentorial output fades inside a lesion and a few
+#: mm around it (half of the infratentorial lesions of 12 validation heads were read as
+#: supratentorial from their own voxels alone; 1 of 25 with 5 mm of surroundings, and no
+#: supratentorial lesion read as infratentorial either way; development log, session 26)
+INFRATENTORIAL_SURROUNDINGS_MM = 5.0
+#: Location classes of the per-lesion table (:func:`lesion_table` says how each is decided).
+LOCATIONS = ("periventricular", "juxtacortical", "infratentorial", "deep")
 THICK_SLICE_MM = 7.0  # thicker slices: a warning (small lesions are missed)
 TABLE_COLUMNS = ("lesion_id", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                  "peak_probability", "mean_probability", "location")
@@ -140,11 +148,16 @@ StructureSource = Callable[[tuple[slice, ...]], tuple[np.ndarray, np.ndarray, np
 def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
                  ventricles: np.ndarray | None = None, cortex: np.ndarray | None = None,
                  infratentorial: np.ndarray | None = None,
-                 structures: StructureSource | None = None) -> list[dict]:
+                 structures: StructureSource | None = None,
+                 infratentorial_surroundings_mm: float = INFRATENTORIAL_SURROUNDINGS_MM,
+                 ) -> list[dict]:
     """One row per 26-connected lesion of ``mask`` (native grid, ``affine``): volume (mm³),
-    centroid (world mm), peak and mean probability, and location: ``infratentorial`` (mostly
-    in the infratentorial brain), ``periventricular`` (within 3 mm of the ventricles),
-    ``juxtacortical`` (within 1.5 mm of the cortex; both at least one voxel) or ``deep``.
+    centroid (world mm), peak and mean probability, and location: ``infratentorial`` (the
+    lesion with its surroundings up to ``infratentorial_surroundings_mm``, at least one
+    voxel, mostly in the infratentorial brain; 0: the lesion's own voxels, for true
+    anatomy, whose labels lesions do not replace), ``periventricular`` (within 3 mm of the
+    ventricles), ``juxtacortical`` (within 1.5 mm of the cortex; both at least one voxel) or
+    ``deep``.
 
     The structures come as whole native-grid masks or as ``structures``, which gives them
     for a box: they are only needed (and distances only computed) in each lesion's bounding
@@ -159,7 +172,10 @@ def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
     periventricular_mm = max(PERIVENTRICULAR_MM, zooms.max())
     juxtacortical_mm = max(JUXTACORTICAL_MM, zooms.max())
-    margin = np.ceil(max(periventricular_mm, juxtacortical_mm) / zooms).astype(int) + 1
+    surroundings_mm = (max(infratentorial_surroundings_mm, zooms.max())
+                       if infratentorial_surroundings_mm > 0 else 0.0)
+    margin = np.ceil(max(periventricular_mm, juxtacortical_mm, surroundings_mm) / zooms
+                     ).astype(int) + 1
     sizes, centroids, peaks, means, locations = [], [], [], [], []
     for number, box in enumerate(ndimage.find_objects(labels), start=1):
         # per-lesion measures inside the lesion's own box (whole-volume ndimage measurements
@@ -175,7 +191,9 @@ def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
                       for s, m, n in zip(box, margin, mask.shape))
         own = labels[grown] == number
         near_ventricles, near_cortex, below = structures(grown)
-        if below[own].mean() > 0.5:
+        around = (ndimage.distance_transform_edt(~own, sampling=zooms) <= surroundings_mm
+                  if surroundings_mm else own)
+        if below[around].mean() > 0.5:
             locations.append("infratentorial")
         elif _nearest_mm(near_ventricles, own, zooms) <= periventricular_mm:
             locations.append("periventricular")
@@ -195,6 +213,15 @@ def lesion_table(probability: np.ndarray, mask: np.ndarray, affine: np.ndarray,
                      "peak_probability": round(float(peaks[i]), 3),
                      "mean_probability": round(float(means[i]), 3), "location": locations[i]})
     return rows
+
+
+def location_counts(rows: list[dict]) -> dict[str, int]:
+    """Lesions per location class of table ``rows``: ``PeriventricularLesionCount``,
+    ``JuxtacorticalLesionCount``, ``InfratentorialLesionCount``, ``DeepLesionCount`` (the
+    places the MRI criteria for MS count lesions in)."""
+    return {f"{location.capitalize()}LesionCount": sum(row["location"] == location
+                                                       for row in rows)
+            for location in LOCATIONS}
 
 
 def _nearest_mm(structure: np.ndarray, lesion: np.ndarray, zooms: np.ndarray) -> float:
@@ -421,7 +448,8 @@ def segment_lesions(flair: str | os.PathLike | None = None,
     voxel_ml = abs(float(np.linalg.det(ref_image.affine[:3, :3]))) / 1000
     brain_ml = float(brain.sum()) * voxel_ml
     lesion_ml = float(mask.sum()) * voxel_ml
-    measures = {"LesionCount": len(rows), "LesionVolumeMl": round(lesion_ml, 3),
+    measures = {"LesionCount": len(rows), **location_counts(rows),
+                "LesionVolumeMl": round(lesion_ml, 3),
                 "BrainVolumeMl": round(brain_ml, 2),
                 "LesionFractionOfBrain": round(lesion_ml / brain_ml, 6) if brain_ml else 0.0}
     timings["postprocess"] = time.perf_counter() - tic

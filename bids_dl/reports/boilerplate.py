@@ -75,7 +75,8 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             "dilated brain mask were set to 0, resampled onto the FLAIR's grid (the T1w's when "
             f"alone), thresholded at {_lesion_thresholds(card)}, and lesions smaller than "
             f"10 mm3{_lesion_peaks(card)} were removed. Each "
-            "lesion was classed as infratentorial, periventricular (within 3 mm of the "
+            "lesion was classed as infratentorial (the lesion and its surroundings within "
+            "5 mm mostly in the infratentorial brain), periventricular (within 3 mm of the "
             "ventricles), juxtacortical (within 1.5 mm of the cortex) or deep, from the "
             "model's own ventricle, cortex and infratentorial outputs."
             + (_synthetic_flair_reading(card, cards.get(SYNTHETIC_FLAIR_MODEL))

@@ -38,9 +38,9 @@ CHANNELS = ("FLAIR", "T1w")
 #: Output channels of the lesion model: the lesions, plus the structures that place them
 #: (ventricles, cortex, infratentorial brain) for the per-lesion location classes.
 TARGETS = ("lesions", "ventricles", "cortex", "infratentorial")
-_TARGET_LABELS = {"ventricles": (LABELS["ventricles"],), "cortex": (LABELS["cortical_gm"],),
-                  "infratentorial": (LABELS["cerebellar_gm"], LABELS["cerebellar_wm"],
-                                     LABELS["brainstem"])}
+STRUCTURE_LABELS = {"ventricles": (LABELS["ventricles"],), "cortex": (LABELS["cortical_gm"],),
+                    "infratentorial": (LABELS["cerebellar_gm"], LABELS["cerebellar_wm"],
+                                       LABELS["brainstem"])}
 
 
 def lesion_geometry(geometry: GeneratorConfig, spacing: float) -> GeneratorConfig:
@@ -163,7 +163,7 @@ class LesionHeads(HeadsWithLesions):
                                                      lesion_count, config.perivascular_spaces,
                                                      config.choroid_plexus)
         brain = brain_mask(grid_labels)
-        targets = [fraction >= 0.5] + [np.isin(grid_labels, _TARGET_LABELS[name])
+        targets = [fraction >= 0.5] + [np.isin(grid_labels, STRUCTURE_LABELS[name])
                                        for name in TARGETS[1:]]
         if present is None:
             present = (True, True) if config.leave_out_in_crop else self.draw_inputs(rng)

@@ -3,8 +3,10 @@ lesions (seeds never used in training), lesion-free heads, and the healthy Colin
 
 Metrics: voxel Dice; lesion-wise sensitivity (true lesions of at least 100 mm³ touched by the
 predicted mask), precision (predicted lesions touching a true one) and F1; false-positive
-volume (ml) where there are no lesions. Everything goes through the shipped inference path
-(:func:`bids_dl.models.lesion_segmentation.segment_lesions`) on NIfTI files.
+volume (ml) where there are no lesions; how often the per-lesion table's location class
+(read from the model's structure outputs) is the one the true anatomy gives. Everything goes
+through the shipped inference path (:func:`bids_dl.models.lesion_segmentation.segment_lesions`)
+on NIfTI files.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..models.lesion_segmentation import LOCATIONS, lesion_table
 from ..synth.contrasts import label_intensities
 from ..synth.generator import GeneratorConfig, add_noise
 from ..synth.labels import HEAD_AFFINE
+from ..synth.lesion_generator import STRUCTURE_LABELS
 from ..synth.lesions import (
     LESION_CONTRAST_TEXT,
     T1W_LESION_TOWARDS_CSF,
@@ -38,6 +42,8 @@ from .data import load_label_maps
 SEED_OFFSET = 10_000_000  # evaluation seeds: far from any training (seed, step, index)
 MODES = {"FLAIR+T1w": (True, True), "FLAIR": (True, False), "T1w": (False, True)}
 Segmenter = Callable[[str | None, str | None], np.ndarray]
+#: ``(FLAIR path, T1w path) -> (mask on the FLAIR's grid, the per-lesion table's rows)``
+TableSegmenter = Callable[[str | None, str | None], tuple[np.ndarray, list[dict]]]
 
 
 def render_case(labels: np.ndarray, anatomy: LesionAnatomy, seed: int,
@@ -100,7 +106,7 @@ def lesion_metrics(predicted: np.ndarray, truth: np.ndarray, voxel_mm3: float,
             "false_positive_ml": round(float((predicted & ~truth).sum()) * voxel_mm3 / 1000, 3)}
 
 
-def _segment_files(segment: Segmenter, flair, t1w, mode: str) -> np.ndarray:
+def _segment_files(segment: Segmenter | TableSegmenter, flair, t1w, mode: str):
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
         for name, image, wanted in (("FLAIR", flair, MODES[mode][0]),
@@ -234,6 +240,80 @@ def lesion_free_with_mimics(segment: Segmenter, labels_dir: Path, cases: int = 2
     return {mode: _false_positive_summary(values) for mode, values in volumes.items()}
 
 
+def true_structures(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ventricles, cortex and infratentorial brain of a label map (bool masks on its grid):
+    the structures the lesion model is trained to output, from the true labels."""
+    return tuple(np.isin(labels, STRUCTURE_LABELS[name])
+                 for name in ("ventricles", "cortex", "infratentorial"))
+
+
+def location_confusion(reported: list[str], reference: list[str]) -> dict:
+    """Agreement of ``reported`` location classes with ``reference`` ones (same lesions, same
+    order): the share that agree, Cohen's kappa and the confusion counts
+    (``confusion[reference][reported]``)."""
+    confusion = {a: {b: 0 for b in LOCATIONS} for a in LOCATIONS}
+    for truth, given in zip(reference, reported, strict=True):
+        confusion[truth][given] += 1
+    total = len(reported)
+    if not total:
+        return {"lesions": 0, "agreement": None, "kappa": None, "confusion": confusion}
+    agreement = sum(confusion[c][c] for c in LOCATIONS) / total
+    chance = sum(sum(confusion[c].values()) * sum(confusion[a][c] for a in LOCATIONS)
+                 for c in LOCATIONS) / total ** 2
+    kappa = (agreement - chance) / (1 - chance) if chance < 1 else 1.0
+    return {"lesions": total, "agreement": round(agreement, 4), "kappa": round(kappa, 4),
+            "confusion": confusion}
+
+
+def _component_hits(mask: np.ndarray, truth: np.ndarray) -> list[bool]:
+    """Whether each 26-connected lesion of ``mask`` touches ``truth``, in the per-lesion
+    table's order (largest first, ties in label order)."""
+    labels, count = ndimage.label(mask, np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    hits = ndimage.maximum(truth, labels, np.arange(1, count + 1)) if count else []
+    return [bool(hits[i]) for i in np.argsort(-sizes, kind="stable")]
+
+
+def location_agreement(segment: TableSegmenter, labels_dir: Path, cases: int = 3,
+                       mode: str = "FLAIR+T1w") -> dict:
+    """How well the per-lesion table's location classes hold on the held-out heads of
+    :func:`synthetic_lesions` (1 mm; ``mode``'s inputs): each reported lesion's class
+    against the class the same voxels get from the true ventricles, cortex and
+    infratentorial brain (the table's rule, with infratentorial read from the lesion's own
+    voxels: true labels are intact under lesions; ``all``: every reported lesion;
+    ``true_positives``: those touching a true lesion), and per class the lesions counted
+    over all heads: the true lesions (true mask, true structures) against the reported
+    ones."""
+    maps, _ = load_label_maps(labels_dir, "heldout")
+    reported, reference, hits = [], [], []
+    counted = {name: {"true": 0, "reported": 0} for name in LOCATIONS}
+    for case in range(cases):
+        labels = maps[case % len(maps)]
+        count = 15 + (case * 11) % 26
+        flair, t1w, truth, _ = render_case(labels, LesionAnatomy.from_labels(labels), case,
+                                           count)
+        mask, rows = _segment_files(segment, flair, t1w, mode)
+        structures = true_structures(labels)
+        by_truth = lesion_table(mask.astype(np.float32), mask, flair.affine, *structures,
+                                infratentorial_surroundings_mm=0)
+        if [r["volume_mm3"] for r in by_truth] != [r["volume_mm3"] for r in rows]:
+            raise RuntimeError("the reported lesions are not the mask's components")
+        reported += [row["location"] for row in rows]
+        reference += [row["location"] for row in by_truth]
+        hits += _component_hits(mask, truth)
+        for row in lesion_table(truth.astype(np.float32), truth, flair.affine, *structures,
+                                infratentorial_surroundings_mm=0):
+            counted[row["location"]]["true"] += 1
+        for row in rows:
+            counted[row["location"]]["reported"] += 1
+    found = [i for i, hit in enumerate(hits) if hit]
+    return {"mode": mode, "heads": cases,
+            "all": location_confusion(reported, reference),
+            "true_positives": location_confusion([reported[i] for i in found],
+                                                 [reference[i] for i in found]),
+            "lesions_per_class": counted}
+
+
 def colin27_t1w_false_positives(segment: Segmenter) -> float:
     """Lesion volume (ml) found in the healthy Colin27 head (T1w alone)."""
     from ..synth.sources import colin27
@@ -257,10 +337,12 @@ def lesion_free_heads(cases: int) -> int:
     return max(2, cases // 3)
 
 
-def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
+def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3,
+                 locate: TableSegmenter | None = None) -> dict:
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
     FLAIR with 4 mm slices), lesion-free heads (also with 4 mm FLAIR slices, and with lesion
-    mimics: perivascular spaces and a choroid plexus, every input mode) and the Colin27 T1w."""
+    mimics: perivascular spaces and a choroid plexus, every input mode), the Colin27 T1w and,
+    with ``locate`` (``segment`` that also returns the table), the location classes."""
     thick, free = max(1, cases - 1), lesion_free_heads(cases)
     metrics = {"lesion_contrast": HELDOUT_LESION_CONTRAST,
                "heads": {"with_lesions": cases, "flair_4mm_slices": thick,
@@ -272,6 +354,8 @@ def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3) -> dict:
                "lesion_free_flair_4mm_slices": lesion_free(segment, labels_dir, free,
                                                            flair_slice_mm=4),
                "lesion_free_with_mimics": lesion_free_with_mimics(segment, labels_dir, free)}
+    if locate is not None:
+        metrics["location_classes"] = location_agreement(locate, labels_dir, cases)
     try:
         metrics["colin27_t1w_false_positive_ml"] = colin27_t1w_false_positives(segment)
     except FileNotFoundError as error:
