@@ -109,11 +109,14 @@ def evaluate_lesion_model(model_path: Path, labels_dir: Path,
 
     model = load_keras_model(model_path)
 
-    def segment(flair, t1w):
+    def locate(flair, t1w):
         result = segment_lesions(flair, t1w, model=model, grid_spacing=grid_spacing)
-        return np.asarray(result.mask.dataobj) > 0
+        return np.asarray(result.mask.dataobj) > 0, result.lesions
 
-    return evaluate_lesions.evaluate_all(segment, labels_dir)
+    def segment(flair, t1w):
+        return locate(flair, t1w)[0]
+
+    return evaluate_lesions.evaluate_all(segment, labels_dir, locate=locate)
 
 
 def evaluate_synthesis_model(model_path: Path, labels_dir: Path, cases: int = 3) -> dict:
