@@ -1,6 +1,7 @@
 """Accuracy of the lesion-segmentation model: held-out synthetic heads with lesions (FLAIR +
-T1w, FLAIR alone, T1w alone; 1 mm, and FLAIR with 4 mm slices), lesion-free heads, and the
-healthy Colin27 T1w (real, held out).
+T1w, FLAIR alone, T1w alone; 1 mm, and FLAIR with 4 mm slices), lesion-free heads, the
+healthy Colin27 T1w (real, held out) and the per-lesion table's location classes against
+the true anatomy (FLAIR + T1w).
 
     python benchmarks/lesion_accuracy.py [--labels .cache/labels] [--cases 12]
         [--model-dir DIR] [--write-card] [--from-card]
