@@ -116,6 +116,11 @@ def table(metrics: dict) -> str:
                      f"{heads['lesion_free_each_set']} lesion-free in each lesion-free set")
     if "location_classes" in metrics:
         lines.append(location_table(metrics["location_classes"]))
+    for mode, classes in metrics.get("location_classes_other_inputs", {}).items():
+        v, row = classes["all"], classes["all"]["confusion"]["infratentorial"]
+        lines.append(f"location classes, {mode}: {v['lesions']} lesions, agreement "
+                     f"{v['agreement']:.3f}, kappa {v['kappa']:.3f}, infratentorial "
+                     f"{row['infratentorial']} of {sum(row.values())}")
     held_out = metrics["synthetic_heldout"]
     if "FLAIR" in held_out and "FLAIR+T1w" in held_out:
         gap = held_out["FLAIR+T1w"]["dice"] - held_out["FLAIR"]["dice"]

@@ -342,7 +342,8 @@ def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3,
     """Every lesion metric of the model card: held-out synthetic heads (three input modes;
     FLAIR with 4 mm slices), lesion-free heads (also with 4 mm FLAIR slices, and with lesion
     mimics: perivascular spaces and a choroid plexus, every input mode), the Colin27 T1w and,
-    with ``locate`` (``segment`` that also returns the table), the location classes."""
+    with ``locate`` (``segment`` that also returns the table), the location classes (FLAIR +
+    T1w; FLAIR alone and T1w alone in ``location_classes_other_inputs``)."""
     thick, free = max(1, cases - 1), lesion_free_heads(cases)
     metrics = {"lesion_contrast": HELDOUT_LESION_CONTRAST,
                "heads": {"with_lesions": cases, "flair_4mm_slices": thick,
@@ -356,6 +357,9 @@ def evaluate_all(segment: Segmenter, labels_dir: Path, cases: int = 3,
                "lesion_free_with_mimics": lesion_free_with_mimics(segment, labels_dir, free)}
     if locate is not None:
         metrics["location_classes"] = location_agreement(locate, labels_dir, cases)
+        metrics["location_classes_other_inputs"] = {
+            mode: location_agreement(locate, labels_dir, cases, mode)
+            for mode in MODES if mode != "FLAIR+T1w"}
     try:
         metrics["colin27_t1w_false_positive_ml"] = colin27_t1w_false_positives(segment)
     except FileNotFoundError as error:
