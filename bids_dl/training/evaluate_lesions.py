@@ -12,7 +12,7 @@ on NIfTI files.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -117,6 +117,18 @@ def _segment_files(segment: Segmenter | TableSegmenter, flair, t1w, mode: str):
         return segment(paths.get("FLAIR"), paths.get("T1w"))
 
 
+def heldout_lesion_heads(labels_dir: Path, cases: int, flair_slice_mm: int | None = None,
+                         ) -> Iterator[tuple[np.ndarray, tuple]]:
+    """The held-out heads with 15-40 lesions, as ``(label map, render_case(...))``: head
+    ``case`` is held-out label map ``case`` modulo their number, rendered with seed ``case``."""
+    maps, _ = load_label_maps(labels_dir, "heldout")
+    for case in range(cases):
+        labels = maps[case % len(maps)]
+        count = 15 + (case * 11) % 26
+        yield labels, render_case(labels, LesionAnatomy.from_labels(labels), case, count,
+                                  flair_slice_mm)
+
+
 def synthetic_lesions(segment: Segmenter, labels_dir: Path, cases: int = 3,
                       modes: tuple[str, ...] = tuple(MODES), flair_slice_mm: int | None = None,
                       ) -> dict[str, dict[str, float]]:
@@ -124,14 +136,9 @@ def synthetic_lesions(segment: Segmenter, labels_dir: Path, cases: int = 3,
     ``case``: held-out label map ``case`` modulo their number, render seed ``case``), with
     the spread over heads (``dice_sd``, ``f1_sd``: sample standard deviations, 0 for one
     head) and the worst head's Dice (``dice_min``)."""
-    maps, _ = load_label_maps(labels_dir, "heldout")
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
-    for case in range(cases):
-        labels = maps[case % len(maps)]
-        anatomy = LesionAnatomy.from_labels(labels)
-        count = 15 + (case * 11) % 26
-        flair, t1w, truth, truth_t1w = render_case(labels, anatomy, case, count,
-                                                   flair_slice_mm)
+    for _, (flair, t1w, truth, truth_t1w) in heldout_lesion_heads(labels_dir, cases,
+                                                                  flair_slice_mm):
         voxel = abs(float(np.linalg.det(flair.affine[:3, :3])))
         for mode in modes:
             predicted = _segment_files(segment, flair, t1w, mode)
@@ -284,14 +291,9 @@ def location_agreement(segment: TableSegmenter, labels_dir: Path, cases: int = 3
     ``true_positives``: those touching a true lesion), and per class the lesions counted
     over all heads: the true lesions (true mask, true structures) against the reported
     ones."""
-    maps, _ = load_label_maps(labels_dir, "heldout")
     reported, reference, hits = [], [], []
     counted = {name: {"true": 0, "reported": 0} for name in LOCATIONS}
-    for case in range(cases):
-        labels = maps[case % len(maps)]
-        count = 15 + (case * 11) % 26
-        flair, t1w, truth, _ = render_case(labels, LesionAnatomy.from_labels(labels), case,
-                                           count)
+    for labels, (flair, t1w, truth, _) in heldout_lesion_heads(labels_dir, cases):
         mask, rows = _segment_files(segment, flair, t1w, mode)
         structures = true_structures(labels)
         by_truth = lesion_table(mask.astype(np.float32), mask, flair.affine, *structures,
