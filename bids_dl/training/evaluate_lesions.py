@@ -93,8 +93,9 @@ def lesion_metrics(predicted: np.ndarray, truth: np.ndarray, voxel_mm3: float,
     true_labels, n_true = ndimage.label(truth, structure)
     pred_labels, n_pred = ndimage.label(predicted, structure)
     sizes = np.bincount(true_labels.ravel())[1:] * voxel_mm3
-    hit_true = np.array([predicted[true_labels == i + 1].any() for i in range(n_true)], bool)
-    hit_pred = np.array([truth[pred_labels == i + 1].any() for i in range(n_pred)], bool)
+    # a lesion is hit when any of its voxels lies in the other mask
+    hit_true = np.bincount(true_labels[predicted], minlength=n_true + 1)[1:] > 0
+    hit_pred = np.bincount(pred_labels[truth], minlength=n_pred + 1)[1:] > 0
     large = sizes >= min_true_mm3
     sensitivity = float(hit_true[large].mean()) if large.any() else 1.0
     recall_all = float(hit_true.mean()) if n_true else 1.0
