@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bids_dl.models.engine import GridSpec, InferenceEngine, largest_component
-from bids_dl.utils.resample import resample_to_grid
+from bids_dl.utils.resample import resample_to_grid, smooth_noise
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,24 @@ def test_resample_round_trip_preserves_labels():
     there = resample_to_grid(labels, affine, labels.shape, flipped, order=0)
     back = resample_to_grid(there, flipped, labels.shape, affine, order=0)
     assert there.sum() == labels.sum() and np.array_equal(back, labels)
+
+
+@pytest.mark.parametrize(("shape", "coarse"), [((182, 218, 182), 4), ((96, 80, 64), 24),
+                                               ((40, 50, 30), (4, 5, 4)), ((33, 7, 9), 6)])
+def test_smooth_noise_is_linear_upsampling_of_coarse_noise(shape, coarse):
+    """The separable smooth field equals scipy's linear zoom of the same coarse noise
+    (to float32 rounding), has unit variance, and the coarse samples sit on the corners."""
+    from scipy import ndimage
+
+    field = smooth_noise(shape, np.random.default_rng(3), coarse)
+    coarse_shape = (coarse,) * 3 if np.isscalar(coarse) else coarse
+    small = np.random.default_rng(3).standard_normal(coarse_shape).astype(np.float32)
+    zoomed = ndimage.zoom(small, np.divide(shape, coarse_shape), order=1, grid_mode=False)
+    assert field.shape == zoomed.shape == shape and field.dtype == np.float32
+    reference = zoomed / zoomed.std()
+    assert np.abs(field - reference).max() < 1e-6
+    assert abs(float(field.std()) - 1) < 1e-5
+    assert np.isclose(field[-1, 0, -1], small[-1, 0, -1] / zoomed.std(), atol=1e-6)
 
 
 def test_largest_component_fills_holes():

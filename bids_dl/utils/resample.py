@@ -38,12 +38,31 @@ def smooth_noise(
     shape: tuple[int, ...], rng: np.random.Generator, coarse: int | tuple[int, ...] = 6
 ) -> np.ndarray:
     """Smooth random field of ``shape``: unit-variance Gaussian noise on a ``coarse`` grid,
-    linearly upsampled (float32). Larger ``coarse`` gives finer structure."""
+    linearly upsampled (float32; corner points aligned, as ``ndimage.zoom(order=1,
+    grid_mode=False)``). Larger ``coarse`` gives finer structure."""
     coarse_shape = (coarse,) * len(shape) if np.isscalar(coarse) else tuple(coarse)
-    small = rng.standard_normal(coarse_shape).astype(np.float32)
-    field = ndimage.zoom(small, np.divide(shape, coarse_shape), order=1, grid_mode=False)
-    field = fit_shape(field, shape)
+    field = rng.standard_normal(coarse_shape).astype(np.float32).astype(np.float64)
+    # Linear interpolation is separable: one small matrix product per axis (each contracts
+    # the first axis and appends the upsampled one last, so the order is restored at the
+    # end) instead of 8 taps per output voxel; 0.3-0.6 s -> 0.03 s for a 1 mm head grid.
+    for n_in, n_out in zip(coarse_shape, shape):
+        field = np.tensordot(field, linear_weights(n_in, n_out), axes=([0], [0]))
+    field = field.astype(np.float32)
     return field / max(float(field.std()), 1e-6)
+
+
+def linear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_in, n_out)`` weights that linearly interpolate ``n_in`` samples at ``n_out``
+    points spanning the same extent (first and last points aligned)."""
+    position = np.arange(n_out) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    lower = np.minimum(np.floor(position).astype(int), n_in - 1)
+    upper = np.minimum(lower + 1, n_in - 1)
+    fraction = position - lower
+    weights = np.zeros((n_in, n_out))
+    columns = np.arange(n_out)
+    np.add.at(weights, (lower, columns), 1 - fraction)
+    np.add.at(weights, (upper, columns), fraction)
+    return weights
 
 
 def fit_shape(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
