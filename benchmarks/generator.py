@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=ROOT / ".cache" / "labels")
     parser.add_argument("--samples", type=int, default=10)
     args = parser.parse_args()
+    from bids_dl.synth.lesions import HeadsWithLesions
     from bids_dl.training.data import load_label_maps
     from bids_dl.training.train import make_heads
 
@@ -34,7 +35,7 @@ def main() -> None:
             ("contrast-synthesis", "whole head for a patch pool", None, True),
             ("contrast-synthesis", "patch 64^3", 64, False)):
         heads = make_heads(task, maps, patch, pooled=pooled)
-        for index in range(len(maps) if hasattr(heads, "anatomy") else 0):
+        for index in range(len(maps) if isinstance(heads, HeadsWithLesions) else 0):
             heads.anatomy(index)  # once per label map in a run: steady state below
         heads.sample(0)
         start = time.perf_counter()
@@ -42,6 +43,7 @@ def main() -> None:
             heads.sample(seed)
         seconds = (time.perf_counter() - start) / args.samples
         print(f"| {task} | {name} | {1 / seconds:.2f} | {seconds:.2f} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

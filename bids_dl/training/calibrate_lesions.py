@@ -39,6 +39,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from ..models.lesion_segmentation import (
     INPUT_SETS,
@@ -219,13 +220,7 @@ def _crop(values: np.ndarray, truth: np.ndarray | None,
     region = values > lowest
     if truth is not None:
         region = region | truth
-    box = []
-    for axis in range(values.ndim):
-        others = tuple(a for a in range(values.ndim) if a != axis)
-        occupied = np.flatnonzero(region.any(axis=others))
-        box.append(slice(int(occupied[0]), int(occupied[-1]) + 1) if occupied.size
-                   else slice(0, 1))
-    box = tuple(box)
+    (box,) = ndimage.find_objects(region.astype(np.uint8)) or [(slice(0, 1),) * values.ndim]
     return values[box], None if truth is None else truth[box]
 
 
