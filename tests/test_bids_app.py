@@ -285,3 +285,26 @@ def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):
             assert measures["LesionVolumeMl"] <= LESION_FREE_FLOOR_ML, measures
     report = (output / "sub-02.html").read_text()
     assert "lesion-segmentation" in report and "Failed" not in report
+
+    # the group level: one row per derivative, the lesion measures of the sidecar, a plot each
+    result = run_bids_dl([demo_dir, output, "group"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output / "group" / "measures.tsv") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        columns, rows = reader.fieldnames, list(reader)
+    lesion_measures = ("LesionCount", "LesionVolumeMl", "LesionFractionOfBrain")
+    (row,) = [row for row in rows if row["file"] == mask_path.name]
+    assert (row["participant_id"], row["session_id"], row["inputs"]) == (
+        "sub-02", "ses-2", "FLAIR+T1w")
+    for name in lesion_measures:
+        assert float(row[name]) == pytest.approx(measures[name]), name
+    assert float(row["LesionFractionOfBrain"]) == pytest.approx(
+        measures["LesionVolumeMl"] / measures["BrainVolumeMl"], abs=1e-5)
+    assert all(row[name] == "n/a" for row in rows if row["file"] != mask_path.name
+               for name in lesion_measures)
+    group_report = (output / "group" / "report.html").read_text()
+    measure_columns = columns[columns.index("file") + 1:]
+    assert set(lesion_measures) <= set(measure_columns)
+    assert group_report.count("<svg") == len(measure_columns)  # one strip plot per measure
+    for name in lesion_measures:
+        assert f"<td>{name}</td><td>lesion-segmentation</td>" in group_report, name
