@@ -259,7 +259,7 @@ def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):
             "lesion-segmentation"].outputs]
         for path in paths:
             assert path.is_file(), path
-        mask_path, _, table_path, _ = paths
+        mask_path, _, table_path, figure_path = paths
         meta = _sidecar(mask_path)
         assert meta["Type"] == "Lesion"
         assert meta["Sources"] == [f"bids:raw:{image.relpath}" for _, image in unit.inputs]
@@ -285,6 +285,12 @@ def test_lesion_segmentation_outputs(demo_dir, tmp_path, lesion_model_dir):
             assert measures["LesionVolumeMl"] <= LESION_FREE_FLOOR_ML, measures
     report = (output / "sub-02.html").read_text()
     assert "lesion-segmentation" in report and "Failed" not in report
+    # the participant report: the lesion overlay mosaic and the per-lesion table
+    assert figure_path.suffix == ".svg" and figure_path.read_text().lstrip().startswith("<")
+    assert figure_path.relative_to(output).as_posix() in report
+    table_link = table_path.relative_to(output).as_posix()
+    listed = f'Lesions ({measures["LesionCount"]}; all in <a href="{table_link}">'
+    assert (listed in report) == (measures["LesionCount"] > 0)  # no table without lesions
 
     # the group level: one row per derivative, the lesion measures of the sidecar, a plot each
     result = run_bids_dl([demo_dir, output, "group"])
