@@ -146,3 +146,57 @@ def test_synthetic_flair_readings(labels_dir, tmp_path):
     expected = remove_small(probability(shipped) > threshold, flair.affine, MIN_LESION_MM3,
                             probability(shipped), shipped.min_peak)
     assert np.array_equal(np.asarray(shipped.mask.dataobj) > 0, expected)
+
+
+@pytest.mark.parametrize("inputs", [("FLAIR", "T1w"), ("T1w",)])
+def test_standalone_command_writes_mask_probseg_and_table(demo_dir, tmp_path, inputs):
+    """``bids-dl-infer lesion-segmentation [--flair F] [--t1w T] OUT`` with the shipped model
+    on the demo's sub-02 ses-2 (a head with lesions; the FLAIR has 4 mm slices): the mask and
+    probability map on the grid of the FLAIR (of the T1w when alone), the mask inside the
+    probability above the card's threshold for these inputs, and the table and the printed
+    count and volume agreeing with the mask."""
+    import csv
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    from bids_dl.models.lesion_segmentation import TABLE_COLUMNS, card_threshold, input_set
+    from bids_dl.models.registry import get_entry
+
+    anat = demo_dir / "sub-02" / "ses-2" / "anat"
+    paths = {name: anat / f"sub-02_ses-2_{name}.nii.gz" for name in inputs}
+    out = tmp_path / "sub-02"
+    command = [sys.executable, "-m", "bids_dl.cli.infer", "lesion-segmentation", "--device",
+               "cpu", *[arg for name, path in paths.items()
+                        for arg in (f"--{name.lower()}", str(path))], str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = [f"{out}_mask.nii.gz", f"{out}_probseg.nii.gz", f"{out}_lesions.tsv"]
+    assert [line[len("wrote "):] for line in result.stdout.splitlines()
+            if line.startswith("wrote ")] == written
+    reference = nib.load(str(paths[inputs[0]]))  # the FLAIR, or the T1w when alone
+    mask_image, probseg_image = nib.load(written[0]), nib.load(written[1])
+    for image in (mask_image, probseg_image):
+        assert image.shape == reference.shape and np.allclose(image.affine, reference.affine)
+    mask = np.asarray(mask_image.dataobj)
+    probability = np.asarray(probseg_image.get_fdata())
+    assert set(np.unique(mask)) <= {0, 1} and 0 <= probability.min() <= probability.max() <= 1
+    threshold = card_threshold(get_entry("lesion-segmentation").read_card(),
+                               input_set("FLAIR" in inputs, "T1w" in inputs))
+    assert probability[mask > 0].min(initial=1.0) > threshold - 1 / 255  # stored as uint8
+    with open(written[2], newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        assert tuple(reader.fieldnames) == TABLE_COLUMNS
+        rows = list(reader)
+    voxel_mm3 = float(np.prod(reference.header.get_zooms()[:3]))
+    assert sum(float(row["volume_mm3"]) for row in rows) == pytest.approx(
+        mask.sum() * voxel_mm3, rel=1e-3)
+    count, volume_ml = re.search(r"lesions: (\d+), ([\d.]+) ml", result.stdout).groups()
+    assert int(count) == len(rows)
+    assert float(volume_ml) == pytest.approx(mask.sum() * voxel_mm3 / 1000, abs=0.006)
+    if inputs == ("FLAIR", "T1w"):
+        assert len(rows) > 0  # the demo's sub-02 has lesions
