@@ -129,3 +129,17 @@ def test_render_native_thick_slices(labels_dir):
     assert image.shape == (labels.shape[0], labels.shape[1], labels.shape[2] // 5)
     assert affine[2, 2] == 5.0
     assert mask.sum() * 5 / 1000 == pytest.approx(brain_mask(labels).sum() / 1000, rel=0.03)
+
+
+def test_brain_centre_is_the_centre_of_mass_in_world_mm():
+    """The world centre of a brain mask on the head grid; the grid's centre (not NaN) when
+    the mask is empty (label maps without brain, as in the input-rate test)."""
+    from bids_dl.synth.generator import brain_centre
+    from bids_dl.synth.labels import HEAD_AFFINE, HEAD_SHAPE
+
+    mask = np.zeros(HEAD_SHAPE, bool)
+    middle = HEAD_AFFINE[:3, :3] @ ((np.array(HEAD_SHAPE) - 1) / 2) + HEAD_AFFINE[:3, 3]
+    assert np.allclose(brain_centre(mask), middle)
+    mask[10:20, 30:34, 50:60] = True
+    expected = HEAD_AFFINE[:3, :3] @ np.array([14.5, 31.5, 54.5]) + HEAD_AFFINE[:3, 3]
+    assert np.allclose(brain_centre(mask), expected)

@@ -69,8 +69,12 @@ def rotation_matrix(angles_deg) -> np.ndarray:
 
 
 def brain_centre(mask: np.ndarray) -> np.ndarray:
-    """World (mm) centre of mass of a brain mask on the :data:`HEAD_AFFINE` grid."""
-    centre_voxel = np.array(ndimage.center_of_mass(mask))
+    """World (mm) centre of mass of a brain mask on the :data:`HEAD_AFFINE` grid (the grid's
+    centre for an empty mask, instead of NaN)."""
+    if not np.any(mask):
+        centre_voxel = (np.array(mask.shape[:3]) - 1) / 2
+    else:
+        centre_voxel = np.array(ndimage.center_of_mass(mask))
     return HEAD_AFFINE[:3, :3] @ centre_voxel + HEAD_AFFINE[:3, 3]
 
 
