@@ -54,6 +54,7 @@ if [ -n "${TRAIN_ARGS:-}" ]; then
         | tr '\r' '\n' | grep -v -i warn \
         | awk 'NR%25==1 || /initialised|resum|stopped|wrote|rror|Trace/' | tail -40
     cp "$WORK"/checkpoint.keras "$WORK"/state.json "$OUT"/ 2>/dev/null
+    [ -f "$WORK/discriminator.keras" ] && cp "$WORK/discriminator.keras" "$OUT/"  # --adversarial
     [ -f "$WORK/final.keras" ] && cp "$WORK/final.keras" "$OUT/"
 fi
 echo "total $(( $(date +%s) - START )) s"

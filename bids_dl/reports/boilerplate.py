@@ -93,6 +93,8 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             + (_LESION_BRANCH if "lesion branch" in str(card.get("architecture")) else "")
             + f"trained for {_steps(card):,} steps with an L1 + SSIM loss"
             + (" (plus the cross-entropy of the tissue mixture)" if mixture else "")
+            + (" and an adversarial term (a conditional 3D PatchGAN discriminator)"
+               if (card.get("recipe") or {}).get("adversarial_weight") else "")
             + " on pairs rendered from "
             "synthetic heads through MR signal equations (MPRAGE/SPGR, spin echo, inversion "
             "recovery) with literature tissue T1, T2 and proton density at 1.5 and 3 T, and "

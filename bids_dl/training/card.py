@@ -199,6 +199,9 @@ def describe_run(recipe: Recipe, steps: int) -> str:
             f"{recipe.learning_rate / 2:g} {decay}")
     branch = (f"; lesion branch frozen from {Path(recipe.lesion_branch_from).name}"
               if recipe.lesion_branch_from else "")
+    if recipe.adversarial_weight:
+        branch += (f"; adversarial term x{recipe.adversarial_weight:g} (conditional 3D "
+                   f"PatchGAN, learning rate {recipe.discriminator_learning_rate:g})")
     if not steps:
         return f"no training steps: the weights{start}{branch}"
     return (f"{' then '.join(phases)}{start}, batch {recipe.batch_size}, generator seed "

@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                              metavar="LESION.keras",
                              help="freeze this lesion model's T1w path into the net as its "
                                   "lesion branch (lesions rendered where it sees them)")
+            sub.add_argument("--adversarial", type=float, default=0.0, metavar="W",
+                             help="add W x the least-squares adversarial loss of a conditional "
+                                  "3D PatchGAN discriminator (source T1w + images) to the "
+                                  "net's loss (pix2pix-style; 0: off)")
+            sub.add_argument("--discriminator-learning-rate", type=float,
+                             default=defaults.discriminator_learning_rate, metavar="LR",
+                             help="with --adversarial: the discriminator's learning rate "
+                                  "(decays in proportion to the net's)")
         sub.add_argument("--final-learning-rate", type=float,
                          default=defaults.final_learning_rate,
                          help="where the learning rate decays to at the last step")
@@ -152,7 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         synthetic_flair=getattr(args, "synthetic_flair", 0.0),
         input_rates=(tuple(args.input_rates) if getattr(args, "input_rates", None)
                      else None),
+        adversarial_weight=getattr(args, "adversarial", 0.0),
+        discriminator_learning_rate=getattr(args, "discriminator_learning_rate",
+                                            Recipe().discriminator_learning_rate),
     )
+    if recipe.adversarial_weight < 0:
+        raise SystemExit("--adversarial W needs W >= 0")
+    if recipe.adversarial_weight:
+        recipe.loss += (f"; plus {recipe.adversarial_weight:g} x the least-squares adversarial "
+                        "loss of a conditional 3D PatchGAN (source T1w + images)")
     if recipe.synthetic_flair:
         if not 0 < recipe.synthetic_flair <= 1 or not recipe.pool:
             raise SystemExit("--synthetic-flair P needs 0 < P <= 1 and --pool N")

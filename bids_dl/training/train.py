@@ -1,4 +1,5 @@
-"""Train the brain-extraction U-Net from synthetic heads (resumable).
+"""Train a bids-dl model (brain extraction, lesions, synthesis) from synthetic heads
+(resumable).
 
 Two phases: ``patch_steps`` steps on cubic patches (cheap, many samples), then ``steps`` on
 the whole model grid (so the group-normalisation statistics match inference). Every batch is
@@ -73,6 +74,12 @@ class Recipe:
     #: Lesion segmentation: the model grid's spacing in mm (None: the default 1.5 mm,
     #: :data:`bids_dl.models.grid.LESION_SPACING`); the card records it and inference uses it
     grid_spacing: float | None = None
+    #: Contrast synthesis: > 0 adds this weight x the least-squares adversarial loss of a
+    #: conditional 3D PatchGAN (:mod:`bids_dl.training.adversarial`); 0: off
+    adversarial_weight: float = 0.0
+    #: With ``adversarial_weight``: the discriminator's learning rate (it decays in
+    #: proportion to the net's)
+    discriminator_learning_rate: float = 2e-4
     label_maps: list[str] = field(default_factory=list)
 
     @property
@@ -260,7 +267,12 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
     state_path, checkpoint = work_dir / "state.json", work_dir / "checkpoint.keras"
     maps, names = load_label_maps(labels_dir, "train")
     recipe.label_maps = names
-    start, history = 0, []
+    start, history, discriminator_history = 0, [], []
+    adversarial, adversary = recipe.adversarial_weight > 0, None
+    if adversarial:
+        if recipe.task != "contrast-synthesis":
+            raise ValueError(f"--adversarial is for contrast synthesis, not {recipe.task}")
+        from .adversarial import AdversarialTraining
     keras.utils.set_random_seed(recipe.seed)
     if state_path.exists() and checkpoint.exists():
         state = json.loads(state_path.read_text())
@@ -270,8 +282,15 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         if state["step"] > recipe.patch_steps and stored["patch_steps"] != (
                 recipe.patch_steps):
             raise ValueError(f"{work_dir}: the patch phase is over; --patch-steps cannot change")
-        model = keras.models.load_model(checkpoint, compile=True)
+        if adversarial:
+            adversary = AdversarialTraining.resume(
+                checkpoint, recipe.adversarial_weight, recipe.learning_rate,
+                recipe.discriminator_learning_rate)
+            model = adversary.generator
+        else:
+            model = keras.models.load_model(checkpoint, compile=True)
         start, history = state["step"], state["history"]
+        discriminator_history = state.get("discriminator_history", [])
         print(f"resuming at step {start} of {recipe.total_steps}", flush=True)
     else:
         model = _build(recipe, "channels_first")
@@ -283,9 +302,15 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
             copied = initialise_lesion_branch(model, Path(recipe.lesion_branch_from))
             print(f"lesion branch: {copied} layers from {recipe.lesion_branch_from}",
                   flush=True)
-        model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
-                      loss=losses.blob_dice_bce_loss if recipe.blob_loss
-                      else losses.LOSSES[recipe.task])
+        loss = losses.blob_dice_bce_loss if recipe.blob_loss else losses.LOSSES[recipe.task]
+        if adversarial:
+            from ..models.discriminator import build_patch_discriminator
+
+            adversary = AdversarialTraining(
+                model, build_patch_discriminator(), recipe.adversarial_weight,
+                recipe.learning_rate, recipe.discriminator_learning_rate, loss)
+        else:
+            model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=loss)
     progress = keras.utils.Progbar(recipe.total_steps, verbose=verbose,
                                    stateful_metrics=["lr", "phase"])
     progress.update(start)
@@ -318,21 +343,26 @@ def train(recipe: Recipe, labels_dir: Path, work_dir: Path, workers: int = 1,
         tic = time.time()
         for step, (images, masks) in enumerate(stream, start=max(start, phase_start)):
             rate = recipe.learning_rate_at(step)
-            model.optimizer.learning_rate.assign(rate)
-            loss = float(np.asarray(model.train_on_batch(images, masks)))
+            if adversary is not None:  # (it sets both of its models' learning rates)
+                loss, adversarial_losses = adversary.step(images, masks, rate)
+                discriminator_history.append(adversarial_losses)
+            else:
+                model.optimizer.learning_rate.assign(rate)
+                loss = float(np.asarray(model.train_on_batch(images, masks)))
             history.append(loss)
             progress.update(step + 1, [("loss", loss), ("lr", rate),
                                        ("phase", 1 if patch else 2)])
             stopping = (stop_after is not None and step + 1 >= stop_after) or (
                 time_limit is not None and time.time() - called >= time_limit)
             if (step + 1) % checkpoint_every == 0 or step + 1 == recipe.total_steps or stopping:
-                _checkpoint(model, checkpoint, state_path, recipe, step + 1, history,
-                            time.time() - tic)
+                _checkpoint(adversary or model, checkpoint, state_path, recipe, step + 1,
+                            history, time.time() - tic, discriminator_history)
                 tic = time.time()
             if stopping and step + 1 < recipe.total_steps:
                 return None
     if not state_path.exists():  # a run of 0 steps (e.g. only a lesion branch added)
-        _checkpoint(model, checkpoint, state_path, recipe, start, history, 0.0)
+        _checkpoint(adversary or model, checkpoint, state_path, recipe, start, history, 0.0,
+                    discriminator_history)
     final = work_dir / "final.keras"
     _shipped(model, recipe).save(final)
     return final
@@ -348,12 +378,20 @@ def _jsonable(recipe: Recipe) -> dict:
 
 
 def _checkpoint(model, path: Path, state_path: Path, recipe: Recipe, step: int,
-                history: list[float], seconds: float) -> None:
+                history: list[float], seconds: float,
+                discriminator_history: list | None = None) -> None:
+    """Save ``model`` (a compiled Keras model, or an
+    :class:`~bids_dl.training.adversarial.AdversarialTraining`) and the run's state."""
     from ..utils.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    if hasattr(model, "combined"):
+        model.save(path)
+    else:
+        with atomic_path(path) as tmp:
+            model.save(tmp)
     state = {"step": step, "recipe": _jsonable(recipe), "history": history,
              "seconds_since_last_checkpoint": seconds}
+    if discriminator_history:  # per step: the discriminator's loss, the net's adversarial
+        state["discriminator_history"] = discriminator_history
     with atomic_path(state_path) as tmp:
         Path(tmp).write_text(json.dumps(state))
