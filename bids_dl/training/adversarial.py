@@ -5,7 +5,9 @@ images of a patch from the synthesis net's, given the source T1w; the net is tra
 its own loss plus ``W`` x the least-squares adversarial loss (Mao et al. 2017): every patch
 score of its images pulled towards "real" (1). The discriminator is trained on its own,
 real patches towards 1 and the net's towards 0. Written with compiled Keras models only (no
-backend-specific gradient code), so it runs on TensorFlow, JAX and PyTorch:
+backend-specific gradient code); tested on TensorFlow and PyTorch (JAX, which the CPU
+machines lack, is untested: its trainer may need the models recompiled when ``trainable``
+changes):
 
 - ``combined``: T1w -> (synthesis net output, discriminator score of its images), the
   discriminator frozen inside it; its ``train_on_batch`` updates the net alone.
