@@ -23,6 +23,12 @@
 #                    bids_dl/data/models/lesion_segmentation.keras --init-output
 #                    --grid-spacing 1.2 --batch-size 8 --pool 100 --workers 14 --no-evaluate"
 #                    (a pool: a fresh 1.2 mm head takes ~15 s of a core; 100 take ~2 min)
+#                    or the synthesis mixture with the adversarial term (run a control
+#                    without --adversarial beside it; docs/development-log.md, session 29):
+#                    "contrast-synthesis --labels .cache/labels --work-dir /tmp/s --init-from
+#                    bids_dl/data/models/contrast_synthesis.keras --init-output --activation
+#                    leaky_relu --patch-on-lesion 0.5 --batch-size 8 --pool 100 --workers 14
+#                    --patch-steps 4000 --adversarial 0.05 --no-evaluate"
 set -u
 START=$(date +%s); BUDGET=${BUDGET:-400}; OUT=${OUT:-.gpu/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
