@@ -48,7 +48,7 @@ def rendering_weights() -> np.ndarray:
     return signals.T.astype(np.float32)
 
 
-def _fixed(x, kernel: np.ndarray, data_format: str, name: str):
+def fixed_projection(x, kernel: np.ndarray, data_format: str, name: str):
     """A fixed (non-trainable) 1x1x1 convolution, ``kernel`` ``(in, out)``, no bias."""
     conv = layers.Conv3D(kernel.shape[1], 1, use_bias=False, trainable=False, dtype="float32",
                          data_format=data_format, name=name)
@@ -68,16 +68,17 @@ def _with_branch_lesions(q, image, data_format: str):
     branch.trainable = False
     select = np.zeros((LESION_BRANCH["out_channels"], 1))
     select[0, 0] = 1.0
-    probability = _fixed(branch(image), select, data_format, "lesion_probability")
+    probability = fixed_projection(branch(image), select, data_format, "lesion_probability")
     gate = np.zeros((classes, 1))
     gate[[LABELS[name] for name in PARENCHYMA] + [classes - 1], 0] = 1.0
-    parenchyma = _fixed(q, gate, data_format, "parenchyma")
+    parenchyma = fixed_projection(q, gate, data_format, "parenchyma")
     lesion = layers.Multiply(name="branch_lesion")([probability, parenchyma])
     displaced = layers.Multiply(name="displaced")([q, lesion])
     one_hot = np.zeros((1, classes))
     one_hot[0, -1] = 1.0
-    return layers.Add(name="tissues")([layers.Subtract(name="kept")([q, displaced]),
-                                       _fixed(lesion, one_hot, data_format, "lesion_class")])
+    kept = layers.Subtract(name="kept")([q, displaced])
+    return layers.Add(name="tissues")(
+        [kept, fixed_projection(lesion, one_hot, data_format, "lesion_class")])
 
 
 def build_synthesis_net(filters: tuple[int, ...] = (8, 16, 32, 64), groups: int = 4,
@@ -98,7 +99,7 @@ def build_synthesis_net(filters: tuple[int, ...] = (8, 16, 32, 64), groups: int 
                              name="mixture" if lesion_branch else "tissues")(unet.output)
     if lesion_branch:
         tissues = _with_branch_lesions(tissues, unet.input, data_format)
-    images = _fixed(tissues, weights, data_format, "render")
+    images = fixed_projection(tissues, weights, data_format, "render")
     outputs = layers.Concatenate(axis=axis, name="images_and_tissues")(
         [images, tissues]) if training else images
     return keras.Model(unet.input, outputs, name=name)

@@ -29,50 +29,51 @@ DISCRIMINATOR_FILE = "discriminator.keras"
 DISCRIMINATOR_BETA_1 = 0.5
 
 
-def _images_of(output, classes_and_images: int, data_format: str = "channels_first"):
-    """The first three channels (FLAIR, T2w, CT) of the training net's output, by a fixed
-    1x1x1 convolution (a plain layer: safe-mode loadable)."""
-    from keras import layers
+def _images_of(output):
+    """The first three channels (FLAIR, T2w, CT) of the channels-first training net's
+    output, by a fixed 1x1x1 convolution (a plain layer: safe-mode loadable)."""
+    from ..models.synthesis_net import N_TARGETS, fixed_projection
 
-    from ..models.synthesis_net import N_TARGETS
+    select = np.eye(output.shape[1], N_TARGETS, dtype=np.float32)
+    return fixed_projection(output, select, "channels_first", "rendered_images")
 
-    select = np.zeros((1, 1, 1, classes_and_images, N_TARGETS), np.float32)
-    select[0, 0, 0, np.arange(N_TARGETS), np.arange(N_TARGETS)] = 1.0
-    conv = layers.Conv3D(N_TARGETS, 1, use_bias=False, trainable=False, dtype="float32",
-                         data_format=data_format, name="rendered_images")
-    images = conv(output)
-    conv.set_weights([select])
-    return images
+
+def _compile_discriminator(discriminator, learning_rate: float):
+    """Compile ``discriminator`` on its own (Adam, mean squared error) with its optimizer
+    built, and leave it frozen (as it is inside the joined model); returns the optimizer."""
+    import keras
+
+    discriminator.trainable = True
+    optimizer = keras.optimizers.Adam(learning_rate, beta_1=DISCRIMINATOR_BETA_1)
+    discriminator.compile(optimizer=optimizer, loss="mean_squared_error")
+    optimizer.build(discriminator.trainable_variables)
+    discriminator.trainable = False
+    return optimizer
 
 
 class AdversarialTraining:
     """The synthesis net ``generator`` (the channels-first training model) trained with
-    ``weight`` x the adversarial loss of ``discriminator``; both compiled here."""
+    ``weight`` x the adversarial loss of ``discriminator``; both compiled here, unless
+    ``combined`` (the joined model, compiled, e.g. from a checkpoint) is given."""
 
     def __init__(self, generator, discriminator, weight: float, learning_rate: float,
-                 discriminator_learning_rate: float, generator_loss):
+                 discriminator_learning_rate: float, generator_loss=None, combined=None):
         import keras
 
         self.generator, self.discriminator, self.weight = generator, discriminator, weight
         self.learning_rate = learning_rate
         self.discriminator_learning_rate = discriminator_learning_rate
-        self.discriminator.trainable = True
-        self.discriminator.compile(
-            optimizer=keras.optimizers.Adam(discriminator_learning_rate,
-                                            beta_1=DISCRIMINATOR_BETA_1),
-            loss="mean_squared_error")
-        self.discriminator.trainable = False
-        self.combined = self._combine(keras)
-        self.combined.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                              loss=[generator_loss, "mean_squared_error"],
-                              loss_weights=[1.0, weight])
-
-    def _combine(self, keras):
-        source = keras.Input(self.generator.input.shape[1:], name="source")
-        output = self.generator(source)
-        images = _images_of(output, output.shape[1])
-        pair = keras.layers.Concatenate(axis=1, name="source_and_images")([source, images])
-        return keras.Model(source, [output, self.discriminator(pair)], name="adversarial")
+        _compile_discriminator(discriminator, discriminator_learning_rate)
+        if combined is None:
+            source = keras.Input(generator.input.shape[1:], name="source")
+            output = generator(source)
+            pair = keras.layers.Concatenate(axis=1, name="source_and_images")(
+                [source, _images_of(output)])
+            combined = keras.Model(source, [output, discriminator(pair)], name="adversarial")
+            combined.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                             loss=[generator_loss, "mean_squared_error"],
+                             loss_weights=[1.0, weight])
+        self.combined = combined
 
     @classmethod
     def resume(cls, checkpoint: Path, weight: float, learning_rate: float,
@@ -86,28 +87,20 @@ class AdversarialTraining:
         with warnings.catch_warnings():  # the nested discriminator's own optimizer state
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             combined = keras.models.load_model(checkpoint, compile=True)  # (set below)
-        saved = keras.models.load_model(Path(checkpoint).parent / DISCRIMINATOR_FILE,
-                                        compile=True)
+        saved_path = Path(checkpoint).parent / DISCRIMINATOR_FILE
+        saved = keras.models.load_model(saved_path, compile=True)
         generator = next(layer for layer in combined.layers
                          if isinstance(layer, keras.Model) and layer.name != "discriminator")
         discriminator = combined.get_layer("discriminator")
         discriminator.set_weights(saved.get_weights())
-        self = cls.__new__(cls)
-        self.generator, self.discriminator, self.weight = generator, discriminator, weight
-        self.learning_rate = learning_rate
-        self.discriminator_learning_rate = discriminator_learning_rate
-        self.combined = combined
-        discriminator.trainable = True
-        optimizer = keras.optimizers.Adam(discriminator_learning_rate,
-                                          beta_1=DISCRIMINATOR_BETA_1)
-        discriminator.compile(optimizer=optimizer, loss="mean_squared_error")
-        optimizer.build(discriminator.trainable_variables)
+        self = cls(generator, discriminator, weight, learning_rate,
+                   discriminator_learning_rate, combined=combined)
+        optimizer = discriminator.optimizer
         if len(optimizer.variables) != len(saved.optimizer.variables):
-            raise ValueError(f"{checkpoint.parent / DISCRIMINATOR_FILE}: its optimizer state "
-                             "does not match the discriminator")
+            raise ValueError(f"{saved_path}: its optimizer state does not match the "
+                             "discriminator")
         for variable, value in zip(optimizer.variables, saved.optimizer.variables):
             variable.assign(value)
-        discriminator.trainable = False
         return self
 
     def step(self, images: np.ndarray, masks: np.ndarray,
