@@ -33,6 +33,7 @@ from .labels import LABELS, N_LABELS, brain_mask
 from .lesions import HeadsWithLesions
 from .physics import (
     REFERENCE_FIELD_T,
+    TissueProperties,
     at_field,
     contrast_means,
     hounsfield_units,
@@ -116,6 +117,20 @@ def tissue_fractions(labels: np.ndarray, lesion_fraction: np.ndarray) -> np.ndar
     return out
 
 
+@dataclass
+class HeadDraw:
+    """One random head of :class:`PairedHeads` on the model grid: ``labels`` (uint8), the
+    lesions' partial-volume ``lesion_fraction`` (float32, 0-1), ``affine`` (grid voxel ->
+    label-map mm), the microtexture shared by every contrast (``texture``, float32 around 1)
+    and the head's own ``tissues`` (T1, T2, PD jittered around the tables)."""
+
+    labels: np.ndarray
+    lesion_fraction: np.ndarray
+    affine: np.ndarray
+    texture: np.ndarray
+    tissues: TissueProperties
+
+
 class PairedHeads(HeadsWithLesions):
     """Renders paired samples from head label maps (uint8, :data:`HEAD_AFFINE` grid)."""
 
@@ -141,39 +156,62 @@ class PairedHeads(HeadsWithLesions):
         ``config.patch`` is None); a pure function of its arguments."""
         rng = np.random.default_rng(seed)
         config = self.config
+        draw = self.draw_head(rng, label_map, lesion_count)
+        source_means = contrast_means("T1w", draw.tissues, rng)
+        source = self._clean(draw.labels, draw.lesion_fraction, source_means.labels,
+                             source_means.lesion)
+        source = self._acquire(source * draw.texture, rng)
+        target_rng = None if config.reference_targets else rng
+        targets = [self.render_target(draw, target, rng=target_rng) for target in TARGETS]
+        brain = brain_mask(draw.labels)
+        sample = PairSample(normalise_in_mask(source, brain)[None], np.stack(targets),
+                            brain.astype(np.uint8),
+                            (draw.labels != LABELS["background"]).astype(np.uint8),
+                            (draw.lesion_fraction >= 0.5).astype(np.uint8), draw.affine,
+                            draw.labels.astype(np.uint8),
+                            draw.lesion_fraction.astype(np.float32))
+        if not config.patch:
+            return [sample]
+        return [crop_pair(sample, config.patch, rng, config.p_patch_on_lesion)
+                for _ in range(patches)]
+
+    def draw_head(self, rng: np.random.Generator, label_map: int | None = None,
+                  lesion_count: int | None = None) -> HeadDraw:
+        """The random head every image of one sample is rendered from (the first draws
+        of ``rng`` in :meth:`samples`)."""
+        config = self.config
         index = int(rng.integers(len(self.label_maps))) if label_map is None else label_map
         if lesion_count is None and rng.random() >= config.p_lesions:
             lesion_count = 0
         grid_labels, fraction, affine = self.on_grid(index, rng, config.geometry,
                                                      lesion_count)
-        brain = brain_mask(grid_labels)
-        head = grid_labels != LABELS["background"]
-        shape = config.geometry.out_shape
-        texture = 1.0 + config.texture * smooth_noise(shape, rng, 24)
-        tissues = tissue_properties(rng)
-        source_means = contrast_means("T1w", tissues, rng)
-        source = self._clean(grid_labels, fraction, source_means.labels, source_means.lesion)
-        source = self._acquire(source * texture, rng)
-        targets, target_rng = [], None if config.reference_targets else rng
-        target_tissues = (at_field(tissues, config.target_field_t)
-                          if config.reference_targets and config.target_field_t else tissues)
-        for target in TARGETS:
-            if target == "CT":
-                hounsfield, lesion_hu = hounsfield_units(target_rng)
-                clean = self._clean(grid_labels, fraction, hounsfield, lesion_hu) / HU_SCALE
-            else:
-                means = contrast_means(target, target_tissues, target_rng)
-                clean = self._clean(grid_labels, fraction, means.labels, means.lesion)
-                clean = np.clip(clean * texture, 0.0, MAX_RELATIVE)
-            targets.append(clean.astype(np.float32))
-        sample = PairSample(normalise_in_mask(source, brain)[None], np.stack(targets),
-                            brain.astype(np.uint8), head.astype(np.uint8),
-                            (fraction >= 0.5).astype(np.uint8), affine,
-                            grid_labels.astype(np.uint8), fraction.astype(np.float32))
-        if not config.patch:
-            return [sample]
-        return [crop_pair(sample, config.patch, rng, config.p_patch_on_lesion)
-                for _ in range(patches)]
+        texture = 1.0 + config.texture * smooth_noise(config.geometry.out_shape, rng, 24)
+        return HeadDraw(grid_labels, fraction, affine, texture.astype(np.float32),
+                        tissue_properties(rng))
+
+    def target_tissues(self, draw: HeadDraw) -> TissueProperties:
+        """The head's tissues as the targets see them (at the reference field)."""
+        config = self.config
+        if config.reference_targets and config.target_field_t:
+            return at_field(draw.tissues, config.target_field_t)
+        return draw.tissues
+
+    def render_target(self, draw: HeadDraw, target: str,
+                      tissues: TissueProperties | None = None,
+                      rng: np.random.Generator | None = None,
+                      textured: bool = True) -> np.ndarray:
+        """One clean target of ``draw`` (float32 on the grid): FLAIR or T2w relative to white
+        matter (the reference protocol when ``rng`` is None) with the head's tissues (or
+        ``tissues``) and its texture (unless ``textured`` is False); CT in HU / 1000."""
+        if target == "CT":
+            hounsfield, lesion_hu = hounsfield_units(rng)
+            clean = self._clean(draw.labels, draw.lesion_fraction, hounsfield, lesion_hu)
+            return (clean / HU_SCALE).astype(np.float32)
+        tissues = self.target_tissues(draw) if tissues is None else tissues
+        means = contrast_means(target, tissues, rng)
+        clean = self._clean(draw.labels, draw.lesion_fraction, means.labels, means.lesion)
+        return np.clip(clean * draw.texture if textured else clean, 0.0,
+                       MAX_RELATIVE).astype(np.float32)
 
     @staticmethod
     def _clean(grid_labels: np.ndarray, lesion_fraction: np.ndarray, label_values: np.ndarray,

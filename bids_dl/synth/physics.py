@@ -121,7 +121,9 @@ def _table() -> np.ndarray:
     return np.array([TISSUES[name] for name in names] + [LESION_TISSUE], dtype=np.float64)
 
 
-def _properties(factors: np.ndarray, field_t: float) -> TissueProperties:
+def properties_from_factors(factors: np.ndarray, field_t: float) -> TissueProperties:
+    """Tissue values at ``field_t`` of a head whose T1, T2 and PD are ``factors`` ``(3,
+    N_LABELS + 1)`` times the tables' (labels, then lesions)."""
     column = 0 if field_t < 2.2 else 1
     table = _table()
     t1 = table[:, column] * factors[0]
@@ -140,13 +142,13 @@ def tissue_properties(rng: np.random.Generator, field_t: float | None = None,
     factors = np.stack([1 + rng.uniform(-jitter, jitter, count),
                         1 + rng.uniform(-jitter, jitter, count),
                         1 + rng.uniform(-jitter / 2, jitter / 2, count)])
-    return _properties(factors, field_t)
+    return properties_from_factors(factors, field_t)
 
 
 def at_field(tissues: TissueProperties, field_t: float) -> TissueProperties:
     """The same head's tissues (same relative deviations from the tables) at ``field_t``."""
     factors = np.ones((3, N_LABELS + 1)) if tissues.factors is None else tissues.factors
-    return _properties(factors, field_t)
+    return properties_from_factors(factors, field_t)
 
 
 #: Field strength (T) of the synthesis targets' reference protocols.
@@ -157,7 +159,7 @@ def reference_signals() -> np.ndarray:
     """The synthesis targets of every tissue class, ``(3, N_LABELS + 1)`` (rows FLAIR, T2w
     relative to white matter, CT in HU; columns the labels, then lesions): the reference
     protocols at :data:`REFERENCE_FIELD_T` with the tables' central values, unjittered."""
-    tissues = _properties(np.ones((3, N_LABELS + 1)), REFERENCE_FIELD_T)
+    tissues = properties_from_factors(np.ones((3, N_LABELS + 1)), REFERENCE_FIELD_T)
     rows = []
     for contrast in ("FLAIR", "T2w"):
         means = contrast_means(contrast, tissues, None)

@@ -96,6 +96,52 @@ def evaluate_pairs(synthesise: Synthesiser, labels_dir: Path, cases: int = 3,
             **{name: round(float(np.mean(values)), 4) for name, values in scores.items()}}
 
 
+#: What each oracle rendering of :func:`oracle_ceilings` knows of a head beyond the
+#: reference signals: (texture, T1 and PD deviations, T2 deviations).
+ORACLES = {"fractions": (False, False, False),
+           "fractions + texture": (True, False, False),
+           "fractions + texture + T1, PD": (True, True, False)}
+
+
+def oracle_ceilings(labels_dir: Path, cases: int = 3, split: str = "heldout") -> dict:
+    """FLAIR and T2w SSIM / PSNR (as in :func:`evaluate_pairs`, on its heads) of renderings
+    that know more of each head than its T1w shows: the exact partial-volume tissue
+    fractions with the reference signals (the best the synthesis net's fixed rendering layer
+    can output), plus the head's exact microtexture, plus its T1 and PD deviations from the
+    tables (T2's left at the table values: a T1w hardly shows them). Knowing everything
+    gives the targets exactly (checked). Upper bounds on what a model can reach, not
+    estimates (the source's noise, bias and resolution are ignored)."""
+    from ..synth.physics import properties_from_factors
+
+    maps, _ = load_label_maps(labels_dir, split)
+    heads = PairedHeads(maps)
+    offset = SEED_OFFSET if split == "heldout" else VALIDATION_SEED
+    scores: dict[str, list[float]] = {}
+    for case in range(cases):
+        seed = (offset, case)
+        lesion_count = 20 if case % 2 == 0 else 0
+        sample = heads.sample(seed, label_map=case % len(maps), lesion_count=lesion_count)
+        draw = heads.draw_head(np.random.default_rng(seed), case % len(maps), lesion_count)
+        brain = sample.brain.astype(bool)
+        own = heads.target_tissues(draw)
+        for channel, target in enumerate(TARGETS[:2]):
+            truth = sample.targets[channel]
+            if not np.array_equal(heads.render_target(draw, target), truth):
+                raise RuntimeError(f"oracle head {seed} does not render its own {target}")
+            for name, (textured, t1_pd, t2) in ORACLES.items():
+                factors = np.ones_like(own.factors)
+                factors[[0, 2]] = own.factors[[0, 2]] if t1_pd else 1.0
+                factors[1] = own.factors[1] if t2 else 1.0
+                image = heads.render_target(draw, target, properties_from_factors(factors, own.field_t),
+                                            textured=textured)
+                scores.setdefault(f"{name}: {target}_ssim_brain", []).append(
+                    ssim(image, truth, brain, data_range=2.0))
+                scores.setdefault(f"{name}: {target}_psnr_db_brain", []).append(
+                    psnr(image, truth, brain))
+    return {"cases": cases, **{name: round(float(np.mean(values)), 4)
+                               for name, values in scores.items()}}
+
+
 def tissue_split(t1w: np.ndarray, brain: np.ndarray) -> dict[str, np.ndarray]:
     """CSF, GM and WM masks of a T1w inside ``brain`` by intensity level (2nd-98th percentile
     in the brain scaled to 0-1: CSF < 0.3, GM 0.45-0.65, WM > 0.85; the uncertain levels
