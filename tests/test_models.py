@@ -304,6 +304,40 @@ def test_synthesis_net_lesion_branch_replaces_the_mixtures_lesions(tmp_path):
     assert np.allclose(np.moveaxis(again, -1, 1)[0], lesion_in_wm[:3], atol=1e-4)
 
 
+def test_synthesis_net_residual_correction_starts_at_zero(tmp_path):
+    """``residual=True``: a net started from one without the correction renders exactly what
+    that one does (the correction starts at zero), a correction's bias adds to the rendered
+    images, the inference copy keeps it after a safe-mode reload, and a net without the
+    correction refuses to start from one with it."""
+    from bids_dl.models.layers import load_keras_model
+    from bids_dl.models.synthesis_net import build_synthesis_net, to_inference
+    from bids_dl.training.train import initialise_from
+
+    image = np.random.default_rng(2).random((1, 1, 16, 16, 16)).astype(np.float32)
+    plain = build_synthesis_net((4, 8), dropout=0.0, data_format="channels_first",
+                                training=True)
+    plain_path = tmp_path / "plain.keras"
+    to_inference(plain, filters=(4, 8), dropout=0.0).save(plain_path)
+    model = build_synthesis_net((4, 8), dropout=0.0, data_format="channels_first",
+                                training=True, residual=True)
+    assert initialise_from(model, plain_path, include_output=True) == len(
+        [layer for layer in plain.layers if layer.trainable and layer.weights])
+    expected = plain.predict(image, verbose=0)
+    assert np.allclose(model.predict(image, verbose=0), expected, atol=1e-5)
+    kernel, bias = model.get_layer("residual").get_weights()
+    model.get_layer("residual").set_weights([kernel, np.array([0.5, -0.25, 0.1], np.float32)])
+    out = model.predict(image, verbose=0)
+    assert np.allclose(out[:, :3] - expected[:, :3],
+                       np.array([0.5, -0.25, 0.1])[None, :, None, None, None], atol=1e-4)
+    assert np.allclose(out[:, 3:], expected[:, 3:], atol=1e-5)  # the mixture is untouched
+    path = tmp_path / "residual.keras"
+    to_inference(model, filters=(4, 8), dropout=0.0, residual=True).save(path)
+    again = load_keras_model(path).predict(np.moveaxis(image, 1, -1), verbose=0)
+    assert np.allclose(np.moveaxis(again, -1, 1), out[:, :3], atol=1e-4)
+    with pytest.raises(ValueError, match="residual correction"):
+        initialise_from(plain, path, include_output=True)
+
+
 def test_shipped_lesion_thresholds_are_what_the_calibration_chooses_from_its_sweeps():
     """Each shipped lesion threshold and filter (and the synthetic-FLAIR reading) is what the
     calibration's rules choose from the sweeps stored beside it, made with today's protocol

@@ -17,8 +17,14 @@ def heads():
     return PairedHeads([labels])
 
 
-def test_paired_sample_contrasts_and_units(heads):
-    sample = heads.sample(5, lesion_count=15)
+@pytest.fixture(scope="module")
+def lesion_sample(heads):
+    """One paired sample with lesions (seed 5, 15 lesions)."""
+    return heads.sample(5, lesion_count=15)
+
+
+def test_paired_sample_contrasts_and_units(heads, lesion_sample):
+    sample = lesion_sample
     assert sample.source.shape == (1, *heads.config.geometry.out_shape)
     assert sample.targets.shape == (len(TARGETS), *sample.source.shape[1:])
     brain, lesions = sample.brain.astype(bool), sample.lesions.astype(bool)
@@ -64,7 +70,7 @@ def test_patches_centred_on_lesions(heads):
     assert np.mean(on_lesions) > np.mean(anywhere)
 
 
-def test_tissue_fractions_render_the_targets(heads):
+def test_tissue_fractions_render_the_targets(lesion_sample):
     """The training targets of the tissue mixture: per-class partial-volume fractions that sum
     to 1 and, weighted by the reference signals (the synthesis net's rendering layer), give
     the CT target exactly and the MR targets up to the tissue texture and the head's own
@@ -72,7 +78,7 @@ def test_tissue_fractions_render_the_targets(heads):
     from bids_dl.models.synthesis_net import rendering_weights
     from bids_dl.synth.pairs import N_TISSUE_CLASSES
 
-    sample = heads.sample(5, lesion_count=15)
+    sample = lesion_sample
     targets = sample.mask
     assert targets.shape == (3 + N_TISSUE_CLASSES, *sample.source.shape[1:])
     fractions = targets[3:]
@@ -86,7 +92,7 @@ def test_tissue_fractions_render_the_targets(heads):
         assert np.median(error) < 0.1
 
 
-def test_head_draw_replays_a_sample(heads):
+def test_head_draw_replays_a_sample(heads, lesion_sample):
     """``draw_head`` replays the head of a sample from its seed, ``render_target`` gives the
     sample's targets bit for bit, and without the texture and with the tables' tissues it
     is the mixture rendering of the exact tissue fractions (the synthesis net's best
@@ -95,7 +101,7 @@ def test_head_draw_replays_a_sample(heads):
     from bids_dl.synth.pairs import MAX_RELATIVE, N_TISSUE_CLASSES
     from bids_dl.synth.physics import REFERENCE_FIELD_T, properties_from_factors
 
-    sample = heads.sample(5, lesion_count=15)
+    sample = lesion_sample
     draw = heads.draw_head(np.random.default_rng(5), None, 15)
     assert np.array_equal(draw.labels, sample.labels)
     for channel, target in enumerate(TARGETS):

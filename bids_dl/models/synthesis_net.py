@@ -81,15 +81,37 @@ def _with_branch_lesions(q, image, data_format: str):
         [kept, fixed_projection(lesion, one_hot, data_format, "lesion_class")])
 
 
+#: Width of the residual correction's hidden layer (``residual=True``)
+RESIDUAL_WIDTH = 8
+#: Layers of the residual correction: new in a model started from one without them, so
+#: they keep their initial weights (the correction starts at zero)
+RESIDUAL_LAYERS = ("residual_hidden", "residual")
+
+
+def _residual_correction(features, image, data_format: str):
+    """``(batch, x, y, z, 3)`` additive corrections of the rendered images from the
+    U-Net's last features and the source: a 3x3x3 convolution (leaky ReLU) then a 1x1x1 one
+    initialised at zero, so a net gains the correction without changing its output."""
+    axis = -1 if data_format == "channels_last" else 1
+    both = layers.Concatenate(axis=axis, name="residual_inputs")([features, image])
+    hidden = layers.Conv3D(RESIDUAL_WIDTH, 3, padding="same", activation="leaky_relu",
+                           data_format=data_format, name="residual_hidden")(both)
+    return layers.Conv3D(N_TARGETS, 1, kernel_initializer="zeros", bias_initializer="zeros",
+                         dtype="float32", data_format=data_format, name="residual")(hidden)
+
+
 def build_synthesis_net(filters: tuple[int, ...] = (8, 16, 32, 64), groups: int = 4,
                         dropout: float = 0.1, activation: str = "relu",
                         data_format: str = "channels_last", training: bool = False,
-                        lesion_branch: bool = False,
+                        lesion_branch: bool = False, residual: bool = False,
                         name: str = "tissue_synthesis") -> keras.Model:
     """The synthesis network (see the module docstring); ``training``: also output the
-    tissue fractions; ``lesion_branch``: lesions from a frozen lesion U-Net. Layer names
-    match :func:`~bids_dl.models.unet.build_unet`'s (the logits are its ``output`` layer),
-    so U-Net weights initialise it; the final mixture is the ``tissues`` layer."""
+    tissue fractions; ``lesion_branch``: lesions from a frozen lesion U-Net; ``residual``:
+    a learned additive correction of the rendered images (:func:`_residual_correction`;
+    what fixed per-tissue signals cannot follow: a head's tissue texture and its own
+    tissue values). Layer names match :func:`~bids_dl.models.unet.build_unet`'s (the
+    logits are its ``output`` layer), so U-Net weights initialise it; the final mixture is
+    the ``tissues`` layer."""
     weights = rendering_weights()
     unet = build_unet(filters=filters, in_channels=1, out_channels=weights.shape[0],
                       groups=groups, dropout=dropout, final_activation="linear",
@@ -100,6 +122,10 @@ def build_synthesis_net(filters: tuple[int, ...] = (8, 16, 32, 64), groups: int 
     if lesion_branch:
         tissues = _with_branch_lesions(tissues, unet.input, data_format)
     images = fixed_projection(tissues, weights, data_format, "render")
+    if residual:
+        features = unet.get_layer("output").input
+        correction = _residual_correction(features, unet.input, data_format)
+        images = layers.Add(name="corrected")([images, correction])
     outputs = layers.Concatenate(axis=axis, name="images_and_tissues")(
         [images, tissues]) if training else images
     return keras.Model(unet.input, outputs, name=name)

@@ -91,6 +91,8 @@ def methods_text(cards: dict[str, dict], suffixes: list[str]) -> str:
             f"{card.get('version')}, sha256 {str(card.get('sha256'))[:12]}), "
             + (_MIXTURE if mixture else "a 3D U-Net ")
             + (_LESION_BRANCH if "lesion branch" in str(card.get("architecture")) else "")
+            + ("and a learned additive correction of the rendered images, "
+               if "additive correction" in str(card.get("architecture")) else "")
             + f"trained for {_steps(card):,} steps with an L1 + SSIM loss"
             + (" (plus the cross-entropy of the tissue mixture)" if mixture else "")
             + (" and an adversarial term (a conditional 3D PatchGAN discriminator)"

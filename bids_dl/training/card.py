@@ -64,6 +64,9 @@ ARCHITECTURES = {
                           "(every label of the synthetic heads, then lesions), then a fixed "
                           "1x1x1 physics rendering layer (bids_dl.models.synthesis_net)",
 }
+#: Added to the architecture of a synthesis net with ``residual=True``
+RESIDUAL_TEXT = (", plus a learned additive correction of the rendered images (residual: "
+                 "a 3x3x3 and a 1x1x1 convolution on the U-Net's last features and the T1w)")
 
 
 def evaluate_model(model_path: Path, labels_dir: Path) -> dict:
@@ -284,7 +287,8 @@ def write_model(model_path: Path, out_dir: Path, recipe: Recipe, labels_dir: Pat
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "architecture": ARCHITECTURES.get(
             recipe.task, f"3D U-Net, group normalisation, {FINAL_ACTIVATION[recipe.task]} "
-                         "output (bids_dl.models.unet)") + (LESION_BRANCH_TEXT if branch else ""),
+                         "output (bids_dl.models.unet)") + (LESION_BRANCH_TEXT if branch else "")
+        + (RESIDUAL_TEXT if recipe.residual else ""),
         **card_io(recipe),
         "recipe": recorded,
         "seed": recipe.seed,

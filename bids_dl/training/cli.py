@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                              metavar="LESION.keras",
                              help="freeze this lesion model's T1w path into the net as its "
                                   "lesion branch (lesions rendered where it sees them)")
+            sub.add_argument("--residual", action="store_true",
+                             help="add a learned additive correction of the rendered images "
+                                  "(zero at the start; for what fixed per-tissue signals "
+                                  "cannot follow: texture, a head's own tissue values)")
             sub.add_argument("--adversarial", type=float, default=0.0, metavar="W",
                              help="add W x the least-squares adversarial loss of a conditional "
                                   "3D PatchGAN discriminator (source T1w + images) to the "
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         input_rates=(tuple(args.input_rates) if getattr(args, "input_rates", None)
                      else None),
         adversarial_weight=getattr(args, "adversarial", 0.0),
+        residual=getattr(args, "residual", False),
         discriminator_learning_rate=getattr(args, "discriminator_learning_rate",
                                             Recipe().discriminator_learning_rate),
     )

@@ -77,6 +77,9 @@ class Recipe:
     #: Contrast synthesis: > 0 adds this weight x the least-squares adversarial loss of a
     #: conditional 3D PatchGAN (:mod:`bids_dl.training.adversarial`); 0: off
     adversarial_weight: float = 0.0
+    #: Contrast synthesis: a learned additive correction of the rendered images
+    #: (``build_synthesis_net(residual=True)``), zero at the start
+    residual: bool = False
     #: With ``adversarial_weight``: the discriminator's learning rate (it decays in
     #: proportion to the net's)
     discriminator_learning_rate: float = 2e-4
@@ -119,7 +122,7 @@ def architecture(recipe: Recipe) -> dict:
 def _synthesis_architecture(recipe: Recipe) -> dict:
     return {"filters": recipe.filters, "groups": recipe.groups, "dropout": recipe.dropout,
             "activation": recipe.activation,
-            "lesion_branch": bool(recipe.lesion_branch_from)}
+            "lesion_branch": bool(recipe.lesion_branch_from), "residual": recipe.residual}
 
 
 def _build(recipe: Recipe, data_format: str):
@@ -154,12 +157,21 @@ def initialise_from(model, path: Path, include_output: bool = False,
     only this input channel of the first convolution (``down0_conv1``). The block
     activations may differ (e.g. a ReLU run continued with leaky ReLUs). Training models
     are channels-first, shipped ones channels-last: the convolution kernels are the same
-    arrays either way."""
+    arrays either way. A synthesis net's residual correction missing from the source keeps
+    its initial weights (zero correction)."""
     import keras
 
+    from ..models.synthesis_net import RESIDUAL_LAYERS
+
     source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    names = {layer.name for layer in source.layers}
+    own = {layer.name for layer in model.layers}
+    if any(name in names and name not in own for name in RESIDUAL_LAYERS):
+        raise ValueError(f"{path} has a residual correction that the recipe's model lacks "
+                         "(train with --residual)")
     targets = [layer for layer in model.layers
-               if layer.trainable and (include_output or layer.name != "output")]
+               if layer.trainable and (include_output or layer.name != "output")
+               and (layer.name in names or layer.name not in RESIDUAL_LAYERS)]
     return _copy_weights(targets, source, path, input_channel, "the recipe's model")
 
 
