@@ -29,6 +29,8 @@
 #                    bids_dl/data/models/contrast_synthesis.keras --init-output --activation
 #                    leaky_relu --patch-on-lesion 0.5 --batch-size 8 --pool 100 --workers 14
 #                    --patch-steps 4000 --adversarial 0.05 --no-evaluate"
+#                    (--residual instead of --adversarial: the learned correction over
+#                    the mixture, session 30; watch the lesion contrast)
 set -u
 START=$(date +%s); BUDGET=${BUDGET:-400}; OUT=${OUT:-.gpu/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
