@@ -89,7 +89,7 @@ RESIDUAL_LAYERS = ("residual_hidden", "residual")
 
 
 def _residual_correction(features, image, data_format: str):
-    """``(batch, x, y, z, 3)`` additive corrections of the rendered images from the
+    """Additive corrections of the three rendered images (3 channels) from the
     U-Net's last features and the source: a 3x3x3 convolution (leaky ReLU) then a 1x1x1 one
     initialised at zero, so a net gains the correction without changing its output."""
     axis = -1 if data_format == "channels_last" else 1

@@ -132,8 +132,8 @@ def oracle_ceilings(labels_dir: Path, cases: int = 3, split: str = "heldout") ->
                 factors = np.ones_like(own.factors)
                 factors[[0, 2]] = own.factors[[0, 2]] if t1_pd else 1.0
                 factors[1] = own.factors[1] if t2 else 1.0
-                image = heads.render_target(draw, target, properties_from_factors(factors, own.field_t),
-                                            textured=textured)
+                tissues = properties_from_factors(factors, own.field_t)
+                image = heads.render_target(draw, target, tissues, textured=textured)
                 scores.setdefault(f"{name}: {target}_ssim_brain", []).append(
                     ssim(image, truth, brain, data_range=2.0))
                 scores.setdefault(f"{name}: {target}_psnr_db_brain", []).append(

@@ -77,12 +77,12 @@ class Recipe:
     #: Contrast synthesis: > 0 adds this weight x the least-squares adversarial loss of a
     #: conditional 3D PatchGAN (:mod:`bids_dl.training.adversarial`); 0: off
     adversarial_weight: float = 0.0
-    #: Contrast synthesis: a learned additive correction of the rendered images
-    #: (``build_synthesis_net(residual=True)``), zero at the start
-    residual: bool = False
     #: With ``adversarial_weight``: the discriminator's learning rate (it decays in
     #: proportion to the net's)
     discriminator_learning_rate: float = 2e-4
+    #: Contrast synthesis: a learned additive correction of the rendered images
+    #: (``build_synthesis_net(residual=True)``), zero at the start
+    residual: bool = False
     label_maps: list[str] = field(default_factory=list)
 
     @property
